@@ -1,0 +1,291 @@
+"""The configuration file: its shape, its validation and its environment overrides.
+
+This is the one place that reads ``STREAMLEARN_*`` environment variables. Every validation
+error names the offending key and says what was expected.
+
+Examples
+--------
+>>> cfg = parse_config({
+...     "pipelines": [{
+...         "name": "fraud",
+...         "source": {"topic": "transactions"},
+...         "schema": {"id": "event_id", "entity": "entity_id", "timestamp": "ts",
+...                    "target": "is_fraud",
+...                    "features": {"amount": "float", "channel": "category"}},
+...         "model": {"estimator": "river.linear_model.LogisticRegression"},
+...     }]
+... }, env={"STREAMLEARN_KAFKA_BOOTSTRAP": "kafka:9092"})
+>>> cfg.kafka.bootstrap
+'kafka:9092'
+>>> cfg.pipelines[0].source.group
+'streamlearn-fraud'
+>>> cfg.pipelines[0].dead_letter_topic
+'transactions.dlq'
+>>> parse_config({"pipelines": [{"name": "x", "source": {}}]})
+Traceback (most recent call last):
+...
+streamlearn.errors.ConfigError: invalid configuration:
+  pipelines[0].source.topic: field required
+  pipelines[0].schema: field required
+  pipelines[0].model: field required
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from enum import StrEnum
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from streamlearn.errors import ConfigError
+
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class FieldType(StrEnum):
+    """The type of one feature field of an event."""
+
+    FLOAT = "float"
+    INT = "int"
+    BOOL = "bool"
+    CATEGORY = "category"
+
+
+class FeatureSpec(_Strict):
+    """One feature field: its type and, for categories, how many hash buckets encode it."""
+
+    type: FieldType
+    buckets: int = Field(default=32, ge=1, le=1 << 20)
+
+
+class SchemaConfig(_Strict):
+    """Where the id, entity, time, target and features sit in each JSON event."""
+
+    id: str = "event_id"
+    entity: str = "entity_id"
+    timestamp: str = "ts"
+    target: str | None = None
+    features: dict[str, FeatureSpec]
+    max_event_bytes: int = Field(default=64 * 1024, ge=64)
+
+    @field_validator("features", mode="before")
+    @classmethod
+    def _short_form(cls, value: Any) -> Any:
+        # `amount: float` is shorthand for `amount: {type: float}`.
+        if isinstance(value, Mapping):
+            return {k: {"type": v} if isinstance(v, str) else v for k, v in value.items()}
+        return value
+
+    @field_validator("features")
+    @classmethod
+    def _not_empty(cls, value: dict[str, FeatureSpec]) -> dict[str, FeatureSpec]:
+        if not value:
+            raise ValueError("at least one feature field is required")
+        return value
+
+
+class SourceConfig(_Strict):
+    """The Kafka topic a pipeline reads and the consumer group it reads it in."""
+
+    topic: str
+    group: str | None = None
+    start: Literal["earliest", "latest"] = "earliest"
+    poll_max_records: int = Field(default=4096, ge=1)
+
+
+class ModelConfig(_Strict):
+    """The estimator, by dotted name, with its parameters.
+
+    ``estimator`` is a river estimator or a scikit-learn estimator with ``partial_fit``.
+    A parameter value written as ``{"class": "dotted.Name", "params": {...}}`` is built too,
+    so a river optimizer can be configured. ``scale`` puts an online standard scaler in front.
+    """
+
+    estimator: str
+    params: dict[str, Any] = Field(default_factory=dict)
+    scale: bool = True
+    task: Literal["binary"] = "binary"
+    threshold: float = Field(default=0.5, ge=0.0, le=1.0)
+
+
+class BatchingConfig(_Strict):
+    """Mini-batch bounds and the latency the batcher aims for."""
+
+    latency_target_ms: float = Field(default=100.0, gt=0)
+    min_size: int = Field(default=1, ge=1)
+    max_size: int = Field(default=2048, ge=1)
+    max_wait_ms: float = Field(default=50.0, ge=0)
+    initial_size: int | None = Field(default=None, ge=1)
+    max_buffered_events: int = Field(default=100_000, ge=1)
+
+    @model_validator(mode="after")
+    def _bounds(self) -> BatchingConfig:
+        if self.min_size > self.max_size:
+            raise ValueError(f"min_size ({self.min_size}) must be ≤ max_size ({self.max_size})")
+        if self.initial_size is not None and not (
+            self.min_size <= self.initial_size <= self.max_size
+        ):
+            raise ValueError("initial_size must lie within [min_size, max_size]")
+        return self
+
+
+class OutputsConfig(_Strict):
+    """Where predictions and rejected events go."""
+
+    prediction_ttl_s: int = Field(default=7 * 24 * 3600, ge=0)
+    predictions_topic: str | None = None
+    dead_letter_topic: str | None = None
+
+
+class PipelineConfig(_Strict):
+    """One stream, one schema, one model."""
+
+    name: str = Field(pattern=NAME_PATTERN)
+    source: SourceConfig
+    schema_: SchemaConfig = Field(alias="schema")
+    model: ModelConfig
+    batching: BatchingConfig = Field(default_factory=BatchingConfig)
+    outputs: OutputsConfig = Field(default_factory=OutputsConfig)
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_group(cls, data: Any) -> Any:
+        if isinstance(data, Mapping) and isinstance(data.get("source"), Mapping):
+            source = dict(data["source"])
+            source.setdefault("group", f"streamlearn-{data.get('name', 'pipeline')}")
+            return {**data, "source": source}
+        return data
+
+    @property
+    def dead_letter_topic(self) -> str:
+        """The dead-letter topic: configured, else ``{topic}.dlq``."""
+        return self.outputs.dead_letter_topic or f"{self.source.topic}.dlq"
+
+
+class KafkaConfig(_Strict):
+    """How to reach the broker."""
+
+    bootstrap: str = "localhost:9092"
+    client_id: str = "streamlearn"
+    session_timeout_ms: int = Field(default=10_000, ge=1000)
+    heartbeat_interval_ms: int = Field(default=1_000, ge=100)
+
+
+class RedisConfig(_Strict):
+    """How to reach Redis and the key prefix of everything streamlearn writes."""
+
+    url: str = "redis://localhost:6379/0"
+    prefix: str = Field(default="sl", pattern=NAME_PATTERN)
+
+
+class MetricsConfig(_Strict):
+    """Where ``/metrics``, ``/healthz`` and ``/readyz`` are served (port 0 disables)."""
+
+    host: str = "0.0.0.0"
+    port: int = Field(default=9100, ge=0, le=65535)
+
+
+class AppConfig(_Strict):
+    """A whole configuration file."""
+
+    kafka: KafkaConfig = Field(default_factory=KafkaConfig)
+    redis: RedisConfig = Field(default_factory=RedisConfig)
+    metrics: MetricsConfig = Field(default_factory=MetricsConfig)
+    pipelines: list[PipelineConfig]
+
+    @field_validator("pipelines")
+    @classmethod
+    def _unique_names(cls, value: list[PipelineConfig]) -> list[PipelineConfig]:
+        if not value:
+            raise ValueError("at least one pipeline is required")
+        names = [p.name for p in value]
+        if len(set(names)) != len(names):
+            raise ValueError(f"pipeline names must be unique, got {names}")
+        return value
+
+    def pipeline(self, name: str) -> PipelineConfig:
+        """Return the pipeline called ``name`` or raise :class:`ConfigError`."""
+        for p in self.pipelines:
+            if p.name == name:
+                return p
+        known = ", ".join(p.name for p in self.pipelines)
+        raise ConfigError(f"no pipeline named {name!r}; the configuration has: {known}")
+
+
+# Environment variable -> (section, key). The one place the environment is read.
+ENV_OVERRIDES: dict[str, tuple[str, str]] = {
+    "STREAMLEARN_KAFKA_BOOTSTRAP": ("kafka", "bootstrap"),
+    "STREAMLEARN_REDIS_URL": ("redis", "url"),
+    "STREAMLEARN_REDIS_PREFIX": ("redis", "prefix"),
+    "STREAMLEARN_METRICS_PORT": ("metrics", "port"),
+    "STREAMLEARN_METRICS_HOST": ("metrics", "host"),
+}
+
+
+def parse_config(data: Any, env: Mapping[str, str] | None = None) -> AppConfig:
+    """Validate a configuration mapping, applying environment overrides from ``env``."""
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"invalid configuration: expected a mapping at the top, got {data!r}")
+    merged: dict[str, Any] = dict(data)
+    for var, (section, key) in ENV_OVERRIDES.items():
+        if env and env.get(var):
+            merged[section] = {**(merged.get(section) or {}), key: env[var]}
+    try:
+        return AppConfig.model_validate(merged)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc)) from None
+
+
+def load_config(path: str | Path, env: Mapping[str, str] | None = None) -> AppConfig:
+    """Read and validate a YAML configuration file; ``env`` defaults to ``os.environ``."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"configuration file not found: {path}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path} is not valid YAML: {exc}") from None
+    return parse_config(data, os.environ if env is None else env)
+
+
+def _describe(exc: ValidationError) -> str:
+    lines = ["invalid configuration:"]
+    for err in exc.errors():
+        where = _location(err["loc"])
+        msg = err["msg"]
+        if err["type"] == "missing":
+            msg = "field required"
+        elif err["type"] == "extra_forbidden":
+            msg = "unknown key (check its spelling and indentation)"
+        else:
+            msg = f"{_expected(msg)}, got {err.get('input')!r}"
+        lines.append(f"  {where}: {msg}")
+    return "\n".join(lines)
+
+
+def _location(loc: tuple[int | str, ...]) -> str:
+    text = ""
+    for part in loc:
+        if isinstance(part, int):
+            text += f"[{part}]"
+        else:
+            # pydantic reports the schema alias by its Python name.
+            text += ("." if text else "") + ("schema" if part == "schema_" else str(part))
+    return text or "(top level)"
+
+
+def _expected(msg: str) -> str:
+    msg = re.sub(r"^Value error, ", "", msg)
+    msg = re.sub(r"^Input should be ", "expected ", msg)
+    return msg

@@ -1,0 +1,27 @@
+"""The exceptions streamlearn raises, under one root.
+
+Every error a user can cause (a bad configuration, an unreachable service) is one of these,
+and the CLI prints its message instead of a traceback.
+"""
+
+from __future__ import annotations
+
+
+class StreamlearnError(Exception):
+    """Root of every error streamlearn raises on purpose."""
+
+
+class ConfigError(StreamlearnError):
+    """The configuration is invalid; the message names the key and what was expected."""
+
+
+class ModelError(StreamlearnError):
+    """A model named in the configuration cannot be built or does not fit the task."""
+
+
+class ServiceUnavailable(StreamlearnError):
+    """A broker, Redis or another service could not be reached after retrying."""
+
+
+class OutputBackpressure(StreamlearnError):
+    """A sink cannot take more output right now; the runner pauses consumption and retries."""

@@ -1,0 +1,65 @@
+"""What the engine reports while it runs, as hooks on a no-op base.
+
+The engine calls these; ``connectors.prometheus.PrometheusHooks`` turns them into metrics. The
+engine itself never imports a metrics library, and tests can record calls with a subclass.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+
+
+class PipelineHooks:
+    """Observer of one process's pipelines; every method is a no-op here.
+
+    All counts are per call (increments), never totals. ``pipeline`` is the pipeline's name.
+
+    Examples
+    --------
+    >>> hooks = PipelineHooks()
+    >>> hooks.on_consumed("fraud", 10)
+    """
+
+    def on_consumed(self, pipeline: str, n: int) -> None:
+        """``n`` messages were taken from the source (valid or not)."""
+
+    def on_invalid(self, pipeline: str, reason: str, n: int) -> None:
+        """``n`` messages were rejected for ``reason`` and sent to the dead-letter topic."""
+
+    def on_predictions(self, pipeline: str, latencies_s: np.ndarray) -> None:
+        """Predictions were written; one latency (ingest → written, seconds) per prediction."""
+
+    def on_learned(self, pipeline: str, n: int) -> None:
+        """The model learned from ``n`` labelled events."""
+
+    def on_batch_closed(self, pipeline: str, size: int, trigger: str) -> None:
+        """A batch of ``size`` messages closed because of ``trigger``."""
+
+    def on_batch_size(self, pipeline: str, size: int) -> None:
+        """The batcher's current target size changed (or was re-reported)."""
+
+    def on_stage(self, pipeline: str, stage: str, seconds: float) -> None:
+        """One stage of one batch (decode, predict, write, learn, commit, ...) took ``seconds``."""
+
+    def on_target_missed(self, pipeline: str, n: int) -> None:
+        """``n`` predictions were written later than the latency target."""
+
+    def on_lag(self, pipeline: str, lag: Mapping[int, int]) -> None:
+        """Consumer lag per partition number."""
+
+    def on_model_score(self, pipeline: str, scores: Mapping[str, float]) -> None:
+        """Rolling prequential metrics, by metric name (``auc``, ``accuracy``, ``logloss``)."""
+
+    def on_drift(self, pipeline: str) -> None:
+        """The drift detector fired."""
+
+    def on_model_version(self, pipeline: str, version: int) -> None:
+        """The model now has this version."""
+
+    def on_checkpoint(self, pipeline: str, written_at: float) -> None:
+        """A checkpoint was written at ``written_at`` (epoch seconds)."""
+
+    def on_ready(self, ready: bool) -> None:
+        """The process became ready (sources assigned, outputs reachable) or stopped being so."""
