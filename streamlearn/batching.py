@@ -1,16 +1,39 @@
 """Decides when the batch being filled closes and how big the next one may be.
 
-Pure logic with an injectable clock. This first version closes on size or deadline with a fixed
-size; the adaptive controller (latency target, cost model, drift) builds on this interface.
+Pure logic with an injectable clock: a fitted cost model and an arrival-rate estimate set the size,
+a deadline keeps the oldest event under the latency target, and drift shrinks the size for a while.
+
+The size chosen between batches is the largest ``n`` whose fill time plus processing time meets the
+target, ``n / rate + a + b·n ≤ target - margin``, that the pipeline can also keep up with
+(``rate · (a + b·n) ≤ 0.9 · n``). When no size can do both the controller is *overloaded*: it takes
+``max_size`` for throughput and counts the batches that miss the target instead of oscillating.
 """
 
 from __future__ import annotations
 
+import logging
+import math
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from enum import StrEnum
 
 from streamlearn.config import BatchingConfig
+
+logger = logging.getLogger(__name__)
+
+# Highest share of the wall clock a sustainable plan may spend processing; the lower exit value
+# gives overload hysteresis so the size does not flap at the edge of capacity.
+UTILISATION_ENTER = 0.9
+UTILISATION_EXIT = 0.8
+# A batch already full when the previous one finished means messages wait upstream (a backlog).
+SATURATED_FILL_SHARE = 0.05
+RATE_SMOOTHING = 0.3
+FRESH_AFTER_BATCH_S = 0.002
+MAX_GROWTH_PER_BATCH = 2.0
+# AIMD backstop for when the cost model is wrong: cut on a miss, creep back otherwise.
+MISS_DECREASE = 0.75
+SAFE_INCREASE = 1.1
 
 
 class Trigger(StrEnum):
@@ -22,13 +45,79 @@ class Trigger(StrEnum):
     SHUTDOWN = "shutdown"
 
 
+@dataclass(frozen=True, slots=True)
+class BatcherState:
+    """What the controller currently believes, for metrics and debugging.
+
+    ``target_missed`` counts batches whose oldest event (received → processed) exceeded the
+    target, and every batch of a backlog while overloaded.
+    """
+
+    size: int
+    cost_overhead_s: float
+    cost_per_event_s: float
+    arrival_rate: float | None
+    overloaded: bool
+    drift_cap: int | None
+    target_missed: int
+    reason: str
+
+
+class CostModel:
+    """Per-batch processing time ``a + b·size``, fitted by least squares with forgetting.
+
+    Old batches fade by ``forgetting`` per observation so a change of cost is followed. While all
+    recent batches have (nearly) one size the slope is not identifiable; a weak ridge towards the
+    previous slope keeps it, and the overhead absorbs the change.
+
+    Examples
+    --------
+    >>> m = CostModel()
+    >>> for n in (10, 100, 10, 100):
+    ...     m.update(n, 0.002 + 0.0001 * n)
+    >>> round(m.predict(1000), 4)
+    0.102
+    """
+
+    def __init__(self, forgetting: float = 0.9, ridge: float = 1e-3) -> None:
+        self.forgetting = forgetting
+        self.ridge = ridge
+        self.overhead_s = 0.0
+        self.per_event_s = 0.0
+        self._sums = [0.0] * 5  # weight, Σn, Σn², Σy, Σny
+
+    def update(self, size: int, seconds: float) -> None:
+        """Add one batch of ``size`` events that took ``seconds``."""
+        n, y = float(size), max(0.0, seconds)
+        w, sn, snn, sy, sny = (s * self.forgetting for s in self._sums)
+        self._sums = [w + 1, sn + n, snn + n * n, sy + y, sny + n * y]
+        self._solve()
+
+    def predict(self, size: float) -> float:
+        """Return the expected seconds to process ``size`` events (0 before any data)."""
+        return self.overhead_s + self.per_event_s * size
+
+    def _solve(self) -> None:
+        w, sn, snn, sy, sny = self._sums
+        lam = self.ridge * snn
+        det = w * (snn + lam) - sn * sn
+        b = (w * (sny + lam * self.per_event_s) - sn * sy) / det
+        a = (sy - b * sn) / w
+        if b < 0:
+            a, b = sy / w, 0.0
+        if a < 0:
+            a, b = 0.0, sny / snn
+        self.overhead_s, self.per_event_s = a, b
+
+
 class AdaptiveBatcher:
-    """Closes batches on size or deadline.
+    """Closes batches on size, deadline, drift or shutdown, and adapts the size between them.
 
     Parameters
     ----------
     settings
-        The pipeline's ``batching`` section.
+        The pipeline's ``batching`` section. Optional keys read when present: ``drift_floor``,
+        ``drift_regrowth``, ``latency_margin_ms``, ``cost_forgetting``.
     clock
         Monotonic clock in seconds; injected so tests can drive time.
 
@@ -46,6 +135,18 @@ class AdaptiveBatcher:
     <Trigger.DEADLINE: 'deadline'>
     >>> b.close_trigger(buffered=4, oldest_received=0.06)
     <Trigger.SIZE: 'size'>
+
+    The size follows the load: 100 events every 54 ms (about 1,850 events/s) fill 92 events in
+    the 50 ms ``max_wait_ms``, so the size settles there.
+
+    >>> b = AdaptiveBatcher(BatchingConfig(max_size=1000), clock=lambda: now[0])
+    >>> for _ in range(30):
+    ...     now[0] += 0.05
+    ...     _ = b.close_trigger(buffered=100, oldest_received=now[0] - 0.05)
+    ...     now[0] += 0.004
+    ...     b.observe(100, 0.004, Trigger.DEADLINE)
+    >>> b.size, b.state().overloaded
+    (92, False)
     """
 
     def __init__(
@@ -53,8 +154,27 @@ class AdaptiveBatcher:
     ) -> None:
         self.settings = settings
         self.clock = clock
-        self._size = settings.initial_size or settings.max_size
+        lo, hi = settings.min_size, settings.max_size
+        self._size = settings.initial_size or lo
+        self._drift_floor = min(hi, max(lo, getattr(settings, "drift_floor", None) or 8))
+        self._drift_regrowth = float(getattr(settings, "drift_regrowth", 1.5))
+        margin_ms = getattr(settings, "latency_margin_ms", None)
+        target_ms = settings.latency_target_ms
+        self._target_s = target_ms / 1e3
+        self._budget_s = (target_ms - (0.1 * target_ms if margin_ms is None else margin_ms)) / 1e3
+        self._cost = CostModel(forgetting=float(getattr(settings, "cost_forgetting", 0.9)))
+        self._rate: float | None = None
+        self._safe_size = float(hi)
+        self._drift_cap: float | None = None
         self._drift_pending = False
+        self._drift_signalled_at = -math.inf
+        self._overloaded = False
+        self._missed = 0
+        self._reason = "initial size"
+        self._closed: tuple[float, int, float] | None = None  # time, buffered, oldest age
+        self._previous_close: tuple[float, int] | None = None  # time, events left behind
+        self._last_observed: float | None = None
+        self._last_seconds = 0.0
 
     @property
     def size(self) -> int:
@@ -62,38 +182,180 @@ class AdaptiveBatcher:
         return self._size
 
     def deadline(self, oldest_received: float) -> float:
-        """Clock time by which a batch whose oldest message arrived then must close."""
-        s = self.settings
-        wait_s = min(s.max_wait_ms, s.latency_target_ms) / 1000.0
-        return oldest_received + wait_s
+        """Clock time by which a batch whose oldest message arrived then must close.
+
+        The oldest message must still be processed, so the expected processing time of a batch
+        of the current size comes off the latency budget; ``max_wait_ms`` caps the wait.
+        """
+        budget_s = self._budget_s - self._cost.predict(self._size)
+        wait_s = min(self.settings.max_wait_ms / 1e3, budget_s) - self._unseen_wait(oldest_received)
+        return oldest_received + max(0.0, wait_s)
+
+    def _unseen_wait(self, oldest_received: float) -> float:
+        # A message received just as a batch finished has most likely been waiting upstream
+        # while that batch was processed: its true age is longer than its stamp says.
+        if self._last_observed is None:
+            return 0.0
+        since = oldest_received - self._last_observed
+        return self._last_seconds if 0.0 <= since <= FRESH_AFTER_BATCH_S else 0.0
 
     def close_trigger(self, buffered: int, oldest_received: float | None) -> Trigger | None:
         """Return why the batch should close now, or ``None`` to keep filling it."""
         if buffered <= 0 or oldest_received is None:
             return None
+        now = self.clock()
         if self._drift_pending:
-            return Trigger.DRIFT
-        if buffered >= self._size:
-            return Trigger.SIZE
-        if self.clock() >= self.deadline(oldest_received):
-            return Trigger.DEADLINE
-        return None
+            trigger = Trigger.DRIFT
+        elif buffered >= self._size:
+            trigger = Trigger.SIZE
+        elif now >= self.deadline(oldest_received):
+            trigger = Trigger.DEADLINE
+        else:
+            return None
+        self._closed = (now, buffered, now - oldest_received + self._unseen_wait(oldest_received))
+        return trigger
 
     def wait_s(self, buffered: int, oldest_received: float | None) -> float:
-        """How long the source may block waiting for more messages before checking again."""
+        """How long the source may block waiting for more messages before checking again.
+
+        Positive while nothing is due, so an idle stream never spins; zero once the batch is due.
+        """
         if buffered <= 0 or oldest_received is None:
-            return self.settings.max_wait_ms / 1000.0 or 0.05
+            return max(self.settings.max_wait_ms, self.settings.latency_target_ms) / 1e3
+        if self._drift_pending or buffered >= self._size:
+            return 0.0
         return max(0.0, self.deadline(oldest_received) - self.clock())
 
     def room(self, buffered: int) -> int:
         """How many more messages to ask the source for."""
-        return max(0, self._size - buffered)
-
-    def observe(self, size: int, seconds: float, trigger: Trigger) -> None:
-        """Feedback after a batch of ``size`` messages took ``seconds`` to process."""
-        if trigger is Trigger.DRIFT:
-            self._drift_pending = False
+        return max(0, min(self._size, self.settings.max_buffered_events) - buffered)
 
     def signal_drift(self) -> None:
-        """The model's error stream drifted: close the current batch early."""
+        """Close the current batch early and shrink the size: the model's error stream drifted."""
         self._drift_pending = True
+        self._drift_cap = float(self._drift_floor)
+        self._drift_signalled_at = self.clock()
+        if self._size > self._drift_floor:
+            self._change(self._drift_floor, "drift: size drops to the floor")
+
+    def state(self) -> BatcherState:
+        """Return a snapshot of the controller for metrics and debugging."""
+        cap = self._drift_cap
+        return BatcherState(
+            size=self._size,
+            cost_overhead_s=self._cost.overhead_s,
+            cost_per_event_s=self._cost.per_event_s,
+            arrival_rate=self._rate,
+            overloaded=self._overloaded,
+            drift_cap=None if cap is None else int(cap),
+            target_missed=self._missed,
+            reason=self._reason,
+        )
+
+    def observe(
+        self,
+        size: int,
+        seconds: float,
+        trigger: Trigger,
+        *,
+        lag: int | None = None,
+        oldest_age_s: float | None = None,
+    ) -> None:
+        """Feedback after a batch of ``size`` messages took ``seconds`` to process.
+
+        ``lag`` is the number of messages still waiting upstream (consumer lag), when known; a lag
+        of a whole batch or more marks a backlog. ``oldest_age_s`` is the age of the batch's
+        oldest message when it closed, when the caller measured it (otherwise the age seen by the
+        last :meth:`close_trigger` is used). A batch whose oldest message took longer than the
+        target, or any batch of a backlog while overloaded, counts in ``state().target_missed``.
+        """
+        now = self.clock()
+        closed_at, buffered, age = self._closed or (now - seconds, size, 0.0)
+        self._closed = None
+        age = age if oldest_age_s is None else oldest_age_s
+        self._cost.update(size, seconds)
+        saturated = self._saturated(trigger, closed_at, lag)
+        # In overload the backlog waits upstream, unseen by `age`: count those batches too.
+        missed = age + seconds > self._target_s or (saturated and self._overloaded)
+        self._missed += missed
+        self._update_rate(closed_at, buffered)
+        self._previous_close = (closed_at, max(0, buffered - size))
+        self._last_observed, self._last_seconds = now, seconds
+        if trigger is Trigger.DRIFT:
+            self._drift_pending = False
+        elif self._drift_cap is not None and closed_at >= self._drift_signalled_at:
+            # Only batches begun after the drift count: the runner may signal it while the
+            # batch that revealed it is still being reported.
+            self._drift_cap *= self._drift_regrowth
+            if self._drift_cap >= self.settings.max_size:
+                self._drift_cap = None
+        self._adapt(missed, saturated)
+
+    def _saturated(self, trigger: Trigger, closed_at: float, lag: int | None) -> bool:
+        # Saturated: the next batch was already waiting when this one finished. A miss then comes
+        # from the backlog, not from the size, so it must not shrink the size.
+        if lag is not None:
+            return lag >= self._size
+        last, previous = self._last_observed, self._previous_close
+        if trigger is not Trigger.SIZE or last is None or previous is None:
+            return False
+        return closed_at - last <= SATURATED_FILL_SHARE * (closed_at - previous[0])
+
+    def _update_rate(self, closed_at: float, buffered: int) -> None:
+        if self._previous_close is None:
+            return
+        previous_at, left_behind = self._previous_close
+        interval, arrivals = closed_at - previous_at, buffered - left_behind
+        if interval <= 0 or arrivals <= 0:
+            return
+        # Under a backlog this is the throughput, a lower bound of the arrival rate: enough, as
+        # the plan for it is a larger size whenever a larger one would serve more.
+        sample = arrivals / interval
+        # Smoothed in log space: one idle gap or burst moves the estimate by a bounded factor.
+        self._rate = (
+            sample if self._rate is None else self._rate * (sample / self._rate) ** RATE_SMOOTHING
+        )
+
+    def _adapt(self, missed: bool, saturated: bool) -> None:
+        lo, hi = self.settings.min_size, self.settings.max_size
+        if self._rate is None:
+            target, reason = float(self._size), "no arrival rate yet"
+        else:
+            target, reason = self._plan(self._rate)
+        if missed and not saturated and not self._overloaded:
+            # The cost model was optimistic: back off now, let the model catch up.
+            self._safe_size = max(float(lo), self._size * MISS_DECREASE)
+            reason = f"batch missed the latency target, size cut by {MISS_DECREASE}"
+        else:
+            self._safe_size = min(float(hi), self._safe_size * SAFE_INCREASE + 1)
+        target = min(target, self._safe_size, math.ceil(self._size * MAX_GROWTH_PER_BATCH))
+        if self._drift_cap is not None and self._drift_cap < target:
+            target, reason = self._drift_cap, "regrowing after drift"
+        new_size = min(hi, max(lo, int(target)))
+        if new_size != self._size:
+            self._change(new_size, reason)
+
+    def _plan(self, rate: float) -> tuple[float, str]:
+        s, cost = self.settings, self._cost
+        a, b, budget = cost.overhead_s, cost.per_event_s, self._budget_s
+        on_time = rate * (budget - a) / (1 + rate * b)
+        limit = UTILISATION_EXIT if self._overloaded else UTILISATION_ENTER
+        for n in (min(rate * s.max_wait_ms / 1e3, on_time), on_time):
+            n = min(float(s.max_size), max(float(s.min_size), math.floor(n)))
+            c = cost.predict(n)
+            if c <= budget and rate * c <= limit * n:
+                if self._overloaded:
+                    logger.debug("leaving overload at %.0f events/s", rate)
+                self._overloaded = False
+                return n, (
+                    f"plan for {rate:.0f} events/s at {a * 1e3:.2f} ms + {b * 1e6:.2f} us/event"
+                )
+        if not self._overloaded:
+            logger.debug("overloaded at %.0f events/s: no size meets the target", rate)
+            self._safe_size = float(s.max_size)
+        self._overloaded = True
+        return float(s.max_size), f"overloaded at {rate:.0f} events/s: throughput first"
+
+    def _change(self, new_size: int, reason: str) -> None:
+        logger.debug("batch size %d -> %d: %s", self._size, new_size, reason)
+        self._size, self._reason = new_size, reason

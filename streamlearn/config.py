@@ -138,6 +138,13 @@ class BatchingConfig(_Strict):
         return self
 
 
+class DriftConfig(_Strict):
+    """The detector that watches the model's prequential error stream."""
+
+    detector: Literal["adwin", "page_hinkley", "kswin", "none"] = "adwin"
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
 class OutputsConfig(_Strict):
     """Where predictions and rejected events go."""
 
@@ -155,6 +162,7 @@ class PipelineConfig(_Strict):
     model: ModelConfig
     batching: BatchingConfig = Field(default_factory=BatchingConfig)
     outputs: OutputsConfig = Field(default_factory=OutputsConfig)
+    drift: DriftConfig = Field(default_factory=DriftConfig)
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
@@ -231,6 +239,29 @@ ENV_OVERRIDES: dict[str, tuple[str, str]] = {
     "STREAMLEARN_METRICS_PORT": ("metrics", "port"),
     "STREAMLEARN_METRICS_HOST": ("metrics", "host"),
 }
+
+
+class ServiceDefaults(BaseModel):
+    """Where the services are when no configuration file is given (``generate``, ``query``)."""
+
+    kafka_bootstrap: str = "localhost:9092"
+    redis_url: str = "redis://localhost:6379/0"
+    redis_prefix: str = "sl"
+
+
+def service_defaults(env: Mapping[str, str] | None = None) -> ServiceDefaults:
+    """Service addresses from the environment, else the defaults.
+
+    >>> service_defaults({"STREAMLEARN_REDIS_URL": "redis://r:6379/1"}).redis_url
+    'redis://r:6379/1'
+    """
+    env = os.environ if env is None else env
+    defaults = ServiceDefaults()
+    return ServiceDefaults(
+        kafka_bootstrap=env.get("STREAMLEARN_KAFKA_BOOTSTRAP") or defaults.kafka_bootstrap,
+        redis_url=env.get("STREAMLEARN_REDIS_URL") or defaults.redis_url,
+        redis_prefix=env.get("STREAMLEARN_REDIS_PREFIX") or defaults.redis_prefix,
+    )
 
 
 def parse_config(data: Any, env: Mapping[str, str] | None = None) -> AppConfig:

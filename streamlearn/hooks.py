@@ -63,3 +63,34 @@ class PipelineHooks:
 
     def on_ready(self, ready: bool) -> None:
         """The process became ready (sources assigned, outputs reachable) or stopped being so."""
+
+
+class FanOutHooks(PipelineHooks):
+    """Forwards every hook to several observers (metrics and a progress display, say).
+
+    Examples
+    --------
+    >>> class Count(PipelineHooks):
+    ...     n = 0
+    ...     def on_consumed(self, pipeline, n):
+    ...         self.n += n
+    >>> a, b = Count(), Count()
+    >>> FanOutHooks(a, b).on_consumed("p", 3)
+    >>> a.n, b.n
+    (3, 3)
+    """
+
+    def __init__(self, *observers: PipelineHooks) -> None:
+        self.observers = observers
+
+    def __getattribute__(self, name: str) -> object:
+        if name.startswith("on_"):
+            observers = object.__getattribute__(self, "observers")
+            methods = [getattr(o, name) for o in observers]
+
+            def forward(*args: object) -> None:
+                for method in methods:
+                    method(*args)
+
+            return forward
+        return object.__getattribute__(self, name)

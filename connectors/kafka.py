@@ -1,0 +1,297 @@
+"""Kafka in and out: a consumer-group source of raw batches and a producer sink for outputs.
+
+Built on kafka-python 3 and tested against Tansu (the embedded broker) and Apache Kafka. Offsets
+are committed only when the caller says so, after the batch's outputs are durable. The admin
+helpers of :mod:`connectors.kafka_admin` are re-exported here.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from contextlib import suppress
+from typing import Any, Literal
+
+from kafka import (
+    ConsumerRebalanceListener,
+    KafkaConsumer,
+    KafkaProducer,
+    TopicPartition,
+)
+from kafka.errors import CommitFailedError, KafkaError, KafkaTimeoutError
+from kafka.structs import OffsetAndMetadata
+
+from connectors.kafka_admin import (
+    committed_offsets,
+    connecting,
+    end_offsets,
+    ensure_topics,
+    fresh_high_watermarks,
+    listed_end_offsets,
+    read_all,
+    wait_for_broker,
+)
+from streamlearn.batch import RawBatch
+from streamlearn.errors import OutputBackpressure, StreamlearnError
+
+__all__ = [
+    "CommitFailed",
+    "DeliveryFailed",
+    "KafkaSink",
+    "KafkaSource",
+    "committed_offsets",
+    "end_offsets",
+    "ensure_topics",
+    "read_all",
+    "wait_for_broker",
+]
+
+Partitions = Callable[[list[tuple[str, int]]], None]
+
+
+class CommitFailed(StreamlearnError):  # noqa: N818 - reads as the event it reports
+    """The group rebalanced before the commit; the new owner re-reads those messages."""
+
+
+class DeliveryFailed(StreamlearnError):  # noqa: N818
+    """The broker rejected a produced message for good (e.g. too large, unknown topic)."""
+
+
+class _KeepPaused(ConsumerRebalanceListener):
+    """Re-pauses partitions a rebalance hands over while the source is paused."""
+
+    def __init__(self, source: KafkaSource) -> None:
+        self.source = source
+
+    def on_partitions_revoked(self, revoked: Any) -> None:
+        if self.source.on_revoke and revoked:
+            self.source.on_revoke(sorted((tp.topic, tp.partition) for tp in revoked))
+
+    def on_partitions_assigned(self, assigned: Any) -> None:
+        if self.source.paused and assigned:
+            self.source.consumer.pause(*assigned)
+        if self.source.on_assign and assigned:
+            self.source.on_assign(sorted((tp.topic, tp.partition) for tp in assigned))
+
+
+class KafkaSource:
+    """A consumer-group member that appends messages to a :class:`RawBatch`.
+
+    Offsets are committed only by :meth:`commit`. Not thread-safe: use it from one thread.
+    Keep calling :meth:`poll` while paused so the group does not evict this member.
+    ``on_assign`` / ``on_revoke`` receive ``[(topic, partition), ...]`` during a rebalance,
+    e.g. to :meth:`seek` to the offsets a restored model checkpoint covers.
+
+    Examples
+    --------
+    >>> from connectors.embedded import EmbeddedBroker
+    >>> with EmbeddedBroker() as broker:
+    ...     ensure_topics(broker.bootstrap, ["clicks"])
+    ...     with KafkaSink(broker.bootstrap) as sink:
+    ...         sink.send("clicks", b'{"n": 1}', key=b"user-1")
+    ...         sink.flush()
+    ...     source = KafkaSource(broker.bootstrap, ["clicks"], "doc", session_timeout_ms=6000,
+    ...                          heartbeat_interval_ms=500)
+    ...     batch = RawBatch()
+    ...     while not batch:
+    ...         _ = source.poll(100, 0.5, batch)
+    ...     source.commit(batch.commit_offsets)
+    ...     source.close()
+    ...     batch.values, committed_offsets(broker.bootstrap, "doc")
+    ([b'{"n": 1}'], {('clicks', 0): 1})
+    """
+
+    def __init__(
+        self,
+        bootstrap: str,
+        topics: list[str],
+        group: str,
+        *,
+        client_id: str = "streamlearn",
+        start: Literal["earliest", "latest"] = "earliest",
+        session_timeout_ms: int = 10_000,
+        heartbeat_interval_ms: int = 1_000,
+        max_poll_records: int = 5_000,
+        on_assign: Partitions | None = None,
+        on_revoke: Partitions | None = None,
+    ) -> None:
+        self.bootstrap = bootstrap
+        self.paused = False
+        self.on_assign = on_assign
+        self.on_revoke = on_revoke
+        with connecting(bootstrap):
+            self.consumer = KafkaConsumer(
+                bootstrap_servers=bootstrap,
+                group_id=group,
+                client_id=client_id,
+                enable_auto_commit=False,
+                auto_offset_reset=start,
+                session_timeout_ms=session_timeout_ms,
+                heartbeat_interval_ms=heartbeat_interval_ms,
+                max_poll_records=max_poll_records,
+                # Larger fetches: the batch, not the message, is the unit of work.
+                max_partition_fetch_bytes=4 * 1024 * 1024,
+            )
+        self.consumer.subscribe(topics, listener=_KeepPaused(self))
+
+    def poll(self, max_records: int, timeout_s: float, into: RawBatch) -> int:
+        """Append up to ``max_records`` messages to ``into``; return how many were appended."""
+        if max_records <= 0:
+            return 0
+        timeout_ms = max(0, int(timeout_s * 1000))
+        fetched = self.consumer.poll(timeout_ms=timeout_ms, max_records=max_records)
+        received = time.monotonic()
+        count = 0
+        append = into.append
+        for tp, records in fetched.items():
+            topic, partition = tp.topic, tp.partition
+            for r in records:
+                append(topic, partition, r.offset, r.key, r.value, r.timestamp, received)
+            count += len(records)
+        return count
+
+    def commit(self, offsets: dict[tuple[str, int], int]) -> None:
+        """Commit the next offset to read per ``(topic, partition)``, synchronously."""
+        if not offsets:
+            return
+        to_commit = {
+            TopicPartition(topic, partition): OffsetAndMetadata(offset, "", -1)
+            for (topic, partition), offset in offsets.items()
+        }
+        try:
+            self.consumer.commit(to_commit)
+        except CommitFailedError as error:
+            raise CommitFailed(f"commit of {offsets} failed after a rebalance: {error}") from error
+
+    def seek(self, offsets: dict[tuple[str, int], int]) -> None:
+        """Read next from the given offset of each assigned ``(topic, partition)``."""
+        for (topic, partition), offset in offsets.items():
+            self.consumer.seek(TopicPartition(topic, partition), offset)
+
+    def pause_all(self) -> None:
+        """Stop fetching from every assigned partition, including ones assigned later."""
+        self.paused = True
+        self.consumer.pause(*self.consumer.assignment())
+
+    def resume_all(self) -> None:
+        """Fetch again from every assigned partition."""
+        self.paused = False
+        self.consumer.resume(*self.consumer.assignment())
+
+    def assignment_ready(self) -> bool:
+        """Whether the group has given this member its partitions."""
+        return bool(self.consumer.assignment())
+
+    def lag(self) -> dict[int, int]:
+        """Messages not yet read per partition number (summed over topics).
+
+        One ListOffsets round-trip while consuming; while paused the fetch-reported high
+        watermark goes stale, so a short-lived reader fetches it (Tansu lists a lower bound).
+        """
+        assigned = list(self.consumer.assignment())
+        if not assigned:
+            return {}
+        try:
+            if self.paused:
+                ends = fresh_high_watermarks(self.bootstrap, assigned, timeout_s=2.0)
+            else:
+                ends = listed_end_offsets(self.consumer, assigned)
+        except StreamlearnError:
+            ends = {}
+        out: dict[int, int] = {}
+        for tp in assigned:
+            position = self.consumer.position(tp, timeout_ms=1000)
+            if position is None:
+                continue
+            end = max(ends.get(tp, 0), self.consumer.highwater(tp) or 0)
+            out[tp.partition] = out.get(tp.partition, 0) + max(0, end - position)
+        return out
+
+    def close(self) -> None:
+        """Leave the group (its partitions move to the other members at once)."""
+        self.consumer.close(autocommit=False)
+
+
+class KafkaSink:
+    """A producer for outputs (dead letters, predictions); :meth:`flush` makes them durable.
+
+    ``acks="all"`` with idempotence: a message counts as written only once every in-sync
+    replica has it, and retries cannot duplicate it. That is what lets the runner commit
+    input offsets after a flush without losing dead letters; flushing once per batch keeps
+    the extra round-trip off the per-message path.
+
+    Examples
+    --------
+    >>> sink = KafkaSink("127.0.0.1:1", connect_timeout_s=0.2)  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    streamlearn.errors.ServiceUnavailable: Kafka broker at 127.0.0.1:1 unreachable: ...
+    """
+
+    def __init__(
+        self, bootstrap: str, *, client_id: str = "streamlearn", connect_timeout_s: float = 10.0
+    ) -> None:
+        self.bootstrap = bootstrap
+        self._pending: list[Any] = []
+        with connecting(bootstrap):
+            self.producer = KafkaProducer(
+                bootstrap_servers=bootstrap,
+                client_id=client_id,
+                acks="all",
+                enable_idempotence=True,
+                linger_ms=5,
+                batch_size=256 * 1024,
+                max_request_size=4 * 1024 * 1024,
+                max_block_ms=10_000,
+                bootstrap_timeout_ms=int(connect_timeout_s * 1000),
+            )
+
+    def send(
+        self,
+        topic: str,
+        value: bytes,
+        key: bytes | None = None,
+        headers: list[tuple[str, bytes]] | None = None,
+    ) -> None:
+        """Queue one message; delivery failures surface in :meth:`flush`."""
+        try:
+            future = self.producer.send(topic, value=value, key=key, headers=headers)
+        except KafkaTimeoutError as error:
+            raise OutputBackpressure(
+                f"Kafka producer cannot queue to {topic!r}: {error}"
+            ) from error
+        except KafkaError as error:  # e.g. larger than max_request_size: never deliverable
+            raise DeliveryFailed(f"cannot send to Kafka topic {topic!r}: {error}") from error
+        self._pending.append(future)
+
+    def flush(self, timeout_s: float = 30.0) -> None:
+        """Wait until every queued message is acknowledged.
+
+        Raises :class:`OutputBackpressure` if some are still in flight after ``timeout_s``
+        (they stay queued), or :class:`DeliveryFailed` if the broker rejected any.
+        """
+        # A timeout is reported below, with how many messages are still waiting.
+        with suppress(KafkaTimeoutError):
+            self.producer.flush(timeout=timeout_s)
+        failed = [f for f in self._pending if f.is_done and f.failed()]
+        self._pending = [f for f in self._pending if not f.is_done]
+        if failed:
+            raise DeliveryFailed(
+                f"{len(failed)} message(s) to Kafka at {self.bootstrap} were rejected: "
+                f"{failed[0].exception}"
+            )
+        if self._pending:
+            raise OutputBackpressure(
+                f"{len(self._pending)} message(s) not acknowledged by Kafka at "
+                f"{self.bootstrap} within {timeout_s:.0f} s"
+            )
+
+    def close(self, timeout_s: float = 10.0) -> None:
+        """Deliver what is queued (up to ``timeout_s``) and disconnect."""
+        self.producer.close(timeout=timeout_s)
+
+    def __enter__(self) -> KafkaSink:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()

@@ -1,0 +1,110 @@
+"""Everything a scored batch writes before its offsets are committed.
+
+Predictions go to Redis (and optionally a predictions topic); rejected messages go, with their
+original bytes and the reason in headers, to the dead-letter topic. ``write`` returns only when
+all of it is durable, or raises.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import orjson
+
+from connectors.redis_store import PredictionColumns, PredictionStore
+from streamlearn.pipeline import ScoredBatch
+
+
+class MessageSink(Protocol):
+    """A producer of Kafka messages."""
+
+    def send(
+        self,
+        topic: str,
+        value: bytes,
+        key: bytes | None = None,
+        headers: list[tuple[str, bytes]] | None = None,
+    ) -> None:
+        """Queue one message."""
+        ...
+
+    def flush(self, timeout_s: float = 30.0) -> None:
+        """Block until every queued message is acknowledged, or raise."""
+        ...
+
+
+class BatchOutputs:
+    """Writes one pipeline's scored batches: dead letters, predictions topic, Redis."""
+
+    def __init__(
+        self,
+        pipeline: str,
+        store: PredictionStore,
+        producer: MessageSink,
+        dead_letter_topic: str,
+        predictions_topic: str | None = None,
+    ) -> None:
+        self.pipeline = pipeline
+        self.store = store
+        self.producer = producer
+        self.dead_letter_topic = dead_letter_topic
+        self.predictions_topic = predictions_topic
+
+    def write(self, scored: ScoredBatch) -> None:
+        """Write all outputs of ``scored`` durably."""
+        queued = self._send_dead_letters(scored)
+        if self.predictions_topic and len(scored.decoded):
+            self._send_predictions(scored)
+            queued = True
+        if len(scored.decoded):
+            self.store.write(columns(scored))
+        if queued:
+            self.producer.flush()
+
+    def _send_dead_letters(self, scored: ScoredBatch) -> bool:
+        raw = scored.raw
+        for rejection in scored.rejected:
+            i = rejection.index
+            source = f"{raw.topics[i]}/{raw.partitions[i]}/{raw.offsets[i]}"
+            self.producer.send(
+                self.dead_letter_topic,
+                raw.values[i] or b"",
+                key=raw.keys[i],
+                headers=[
+                    ("reason", rejection.reason.encode()),
+                    ("detail", rejection.detail.encode()),
+                    ("source", source.encode()),
+                    ("pipeline", self.pipeline.encode()),
+                ],
+            )
+        return bool(scored.rejected)
+
+    def _send_predictions(self, scored: ScoredBatch) -> None:
+        d = scored.decoded
+        scores, labels, ts = scored.scores.tolist(), scored.labels.tolist(), d.timestamps_ms
+        for i, (event, entity) in enumerate(zip(d.event_ids, d.entity_ids)):
+            record = {
+                "pipeline": self.pipeline,
+                "event_id": event,
+                "entity_id": entity,
+                "score": scores[i],
+                "label": int(labels[i]),
+                "model_version": scored.model_version,
+                "ts": int(ts[i]),
+                "scored_at": scored.scored_at_ms,
+            }
+            self.producer.send(self.predictions_topic or "", orjson.dumps(record), entity.encode())
+
+
+def columns(scored: ScoredBatch) -> PredictionColumns:
+    """The prediction columns of a scored batch."""
+    d = scored.decoded
+    return PredictionColumns(
+        entity_ids=d.entity_ids,
+        event_ids=d.event_ids,
+        timestamps_ms=d.timestamps_ms,
+        scores=scored.scores,
+        labels=scored.labels,
+        model_version=scored.model_version,
+        scored_at_ms=scored.scored_at_ms,
+    )

@@ -1,0 +1,114 @@
+"""Writes predictions to Redis in the documented per-entity layout, and reads them back.
+
+A batch is written by one server-side script call per chunk: each entity's hash is replaced
+only by a prediction for an event at least as recent, so a replay never overwrites newer data.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import redis
+
+from connectors.retry import retry
+from streamlearn.errors import ServiceUnavailable
+
+# KEYS: one prediction hash per entity. ARGV: ttl_ms, then 5 values per key.
+_WRITE_SCRIPT = """
+local ttl = tonumber(ARGV[1])
+local written = 0
+for i, key in ipairs(KEYS) do
+  local b = 1 + (i - 1) * 6
+  local ts = tonumber(ARGV[b + 4])
+  local current = tonumber(redis.call('HGET', key, 'ts'))
+  if current == nil or current <= ts then
+    redis.call('HSET', key, 'score', ARGV[b + 1], 'label', ARGV[b + 2],
+               'model_version', ARGV[b + 3], 'ts', ARGV[b + 4],
+               'event_id', ARGV[b + 5], 'scored_at', ARGV[b + 6])
+    if ttl > 0 then redis.call('PEXPIRE', key, ttl) end
+    written = written + 1
+  end
+end
+return written
+"""
+
+_CHUNK = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class PredictionColumns:
+    """The predictions of one batch, one entry per event, as columns."""
+
+    entity_ids: Sequence[str]
+    event_ids: Sequence[str]
+    timestamps_ms: np.ndarray
+    scores: np.ndarray
+    labels: np.ndarray
+    model_version: int
+    scored_at_ms: int
+
+
+def prediction_key(prefix: str, pipeline: str, entity_id: str) -> str:
+    """The Redis key of an entity's latest prediction.
+
+    >>> prediction_key("sl", "fraud", "card-7")
+    'sl:fraud:pred:card-7'
+    """
+    return f"{prefix}:{pipeline}:pred:{entity_id}"
+
+
+def connect(url: str, timeout_s: float = 30.0) -> redis.Redis:
+    """Open a client and wait, with backoff, until the server answers PING."""
+    try:
+        client = redis.Redis.from_url(url, socket_timeout=10, socket_connect_timeout=5)
+    except ValueError as exc:
+        raise ServiceUnavailable(f"invalid Redis URL {url!r}: {exc}") from None
+    retry(
+        client.ping,
+        what=f"Redis at {url}",
+        timeout_s=timeout_s,
+        retry_on=(redis.RedisError, OSError),
+    )
+    return client
+
+
+class PredictionStore:
+    """Per-entity prediction hashes ``{prefix}:{pipeline}:pred:{entity}`` with a TTL."""
+
+    def __init__(self, client: redis.Redis, prefix: str, pipeline: str, ttl_s: int) -> None:
+        self.client = client
+        self.prefix = prefix
+        self.pipeline = pipeline
+        self.ttl_ms = ttl_s * 1000
+        self._script = client.register_script(_WRITE_SCRIPT)
+
+    def write(self, predictions: PredictionColumns) -> int:
+        """Write the latest prediction per entity; return how many hashes were updated."""
+        latest = {entity: i for i, entity in enumerate(predictions.entity_ids)}
+        order = sorted(latest.values())
+        entities = [predictions.entity_ids[i] for i in order]
+        scores = predictions.scores[order].tolist()
+        labels = predictions.labels[order].astype(np.int8).tolist()
+        ts = predictions.timestamps_ms[order].tolist()
+        events = [predictions.event_ids[i] for i in order]
+        version, scored_at = predictions.model_version, predictions.scored_at_ms
+        written = 0
+        for start in range(0, len(order), _CHUNK):
+            stop = start + _CHUNK
+            keys = [prediction_key(self.prefix, self.pipeline, e) for e in entities[start:stop]]
+            args: list[Any] = [self.ttl_ms]
+            for s, lab, t, ev in zip(scores[start:stop], labels[start:stop], ts[start:stop],
+                                     events[start:stop]):
+                args += (repr(s), lab, version, t, ev, scored_at)
+            written += int(self._script(keys=keys, args=args))
+        return written
+
+    def read(self, entity_id: str) -> dict[str, str] | None:
+        """The stored prediction hash of an entity, decoded, or ``None``."""
+        raw = self.client.hgetall(prediction_key(self.prefix, self.pipeline, entity_id))
+        if not raw:
+            return None
+        return {k.decode(): v.decode() for k, v in raw.items()}

@@ -1,0 +1,143 @@
+"""The composition root: builds sources, pipelines, outputs and metrics from a configuration.
+
+This and the CLI are the only parts of ``streamlearn`` that import ``connectors``. ``App.run``
+runs every pipeline on its own thread until stopped, then shuts them down cleanly.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from types import FrameType
+
+from connectors.kafka import KafkaSink, KafkaSource, ensure_topics, wait_for_broker
+from connectors.outputs import BatchOutputs
+from connectors.prometheus import MetricsServer, PrometheusHooks
+from connectors.redis_store import PredictionStore, connect
+from streamlearn.batching import AdaptiveBatcher
+from streamlearn.config import AppConfig, PipelineConfig
+from streamlearn.hooks import FanOutHooks, PipelineHooks
+from streamlearn.pipeline import Pipeline
+from streamlearn.runner import PipelineRunner, RunStats
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class App:
+    """Everything one ``streamlearn run`` process owns."""
+
+    config: AppConfig
+    observers: tuple[PipelineHooks, ...] = ()
+    metrics: PrometheusHooks = field(default_factory=PrometheusHooks)
+    startup_timeout_s: float = 60.0
+    stop: threading.Event = field(default_factory=threading.Event)
+    runners: list[PipelineRunner] = field(default_factory=list)
+    metrics_server: MetricsServer | None = None
+
+    def __post_init__(self) -> None:
+        self.hooks: PipelineHooks = (
+            FanOutHooks(self.metrics, *self.observers) if self.observers else self.metrics
+        )
+
+    def run(self, max_events: int | None = None) -> dict[str, RunStats]:
+        """Connect, then run every pipeline until stopped or ``max_events`` each."""
+        self._serve_metrics()
+        try:
+            producer = self._connect()
+            self.runners = [self._runner(p, producer) for p in self.config.pipelines]
+            self.hooks.on_ready(True)
+            results = self._run_all(max_events)
+            producer.close()
+            return results
+        finally:
+            self.hooks.on_ready(False)
+            if self.metrics_server is not None:
+                self.metrics_server.stop()
+
+    def _serve_metrics(self) -> None:
+        settings = self.config.metrics
+        if settings.port:
+            self.metrics_server = MetricsServer(self.metrics, settings.host, settings.port).start()
+
+    def _connect(self) -> KafkaSink:
+        kafka = self.config.kafka
+        wait_for_broker(kafka.bootstrap, timeout_s=self.startup_timeout_s)
+        topics = {p.dead_letter_topic for p in self.config.pipelines}
+        topics |= {p.outputs.predictions_topic for p in self.config.pipelines if
+                   p.outputs.predictions_topic}
+        ensure_topics(kafka.bootstrap, sorted(topics))
+        return KafkaSink(kafka.bootstrap, client_id=f"{kafka.client_id}-producer")
+
+    def _runner(self, config: PipelineConfig, producer: KafkaSink) -> PipelineRunner:
+        kafka = self.config.kafka
+        client = connect(self.config.redis.url, timeout_s=self.startup_timeout_s)
+        store = PredictionStore(
+            client, self.config.redis.prefix, config.name, config.outputs.prediction_ttl_s
+        )
+        outputs = BatchOutputs(
+            config.name, store, producer, config.dead_letter_topic,
+            config.outputs.predictions_topic,
+        )
+        source = KafkaSource(
+            kafka.bootstrap,
+            [config.source.topic],
+            config.source.group or f"streamlearn-{config.name}",
+            client_id=f"{kafka.client_id}-{config.name}",
+            start=config.source.start,
+            session_timeout_ms=kafka.session_timeout_ms,
+            heartbeat_interval_ms=kafka.heartbeat_interval_ms,
+            max_poll_records=config.source.poll_max_records,
+        )
+        return PipelineRunner(
+            Pipeline(config), source, outputs, AdaptiveBatcher(config.batching), self.hooks
+        )
+
+    def _run_all(self, max_events: int | None) -> dict[str, RunStats]:
+        results: dict[str, RunStats] = {}
+        errors: list[BaseException] = []
+
+        def work(runner: PipelineRunner) -> None:
+            try:
+                results[runner.pipeline.name] = runner.run(self.stop, max_events)
+            except BaseException as exc:  # a failing pipeline stops the others cleanly
+                errors.append(exc)
+                self.stop.set()
+            finally:
+                runner.source.close()
+
+        threads = [
+            threading.Thread(target=work, args=(r,), name=f"pipeline-{r.pipeline.name}")
+            for r in self.runners
+        ]
+        for t in threads:
+            t.start()
+        for t in threads:
+            while t.is_alive():
+                t.join(timeout=0.2)
+        if errors:
+            raise errors[0]
+        return results
+
+
+@contextmanager
+def stop_on_signals(stop: threading.Event) -> Iterator[None]:
+    """Set ``stop`` on SIGTERM/SIGINT while inside the block (main thread only)."""
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        log.info("received %s: finishing the current batch", signal.Signals(signum).name)
+        stop.set()
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)

@@ -1,0 +1,155 @@
+"""The ``streamlearn`` command: run, check, generate, query and demo.
+
+Errors a user can cause are printed as one clear message and exit code 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from streamlearn.config import load_config, service_defaults
+from streamlearn.errors import StreamlearnError
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="Keep machine-learning models learning from live business events.",
+)
+console = Console(stderr=True)
+
+ConfigPath = Annotated[Path, typer.Argument(help="The YAML configuration file.")]
+
+
+@app.command()
+def run(
+    config: ConfigPath,
+    max_events: Annotated[
+        int | None, typer.Option(help="Stop cleanly after this many consumed messages.")
+    ] = None,
+    log_level: Annotated[str, typer.Option(help="DEBUG, INFO, WARNING ...")] = "INFO",
+) -> None:
+    """Run the configured pipelines until stopped (SIGTERM/SIGINT end them cleanly)."""
+    from streamlearn.app import App, stop_on_signals
+
+    _logging(log_level)
+    settings = load_config(config)
+    application = App(settings)
+    with stop_on_signals(application.stop):
+        results = application.run(max_events=max_events)
+    for name, stats in results.items():
+        console.print(
+            f"[bold]{name}[/]: consumed {stats.consumed}, predicted {stats.predicted}, "
+            f"invalid {stats.invalid}, learned {stats.learned} in {stats.batches} batches"
+        )
+
+
+@app.command()
+def check(config: ConfigPath) -> None:
+    """Validate a configuration without running it."""
+    from streamlearn.pipeline import Pipeline
+
+    settings = load_config(config)
+    for pipeline in settings.pipelines:
+        Pipeline(pipeline)  # builds the model, so a bad estimator or parameter shows here
+        console.print(
+            f"[green]ok[/] pipeline [bold]{pipeline.name}[/]: topic {pipeline.source.topic}, "
+            f"{len(pipeline.schema_.features)} features, model {pipeline.model.estimator}"
+        )
+
+
+@app.command()
+def generate(
+    task: Annotated[str, typer.Argument(help="Which synthetic stream: fraud.")],
+    events: Annotated[int, typer.Option(help="How many events to write.")] = 10_000,
+    rate: Annotated[float | None, typer.Option(help="Events per second (default: as fast as possible).")] = None,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    drift_at: Annotated[int | None, typer.Option(help="Event index where the pattern changes.")] = None,
+    topic: Annotated[str | None, typer.Option(help="Topic (default: the task's).")] = None,
+    bootstrap: Annotated[str | None, typer.Option(help="Kafka bootstrap servers.")] = None,
+    partitions: Annotated[int, typer.Option(help="Partitions if the topic is created.")] = 1,
+) -> None:
+    """Write a synthetic event stream for TASK to Kafka."""
+    from streamlearn.workloads import produce_workload
+
+    defaults = service_defaults()
+    sent = produce_workload(
+        task,
+        events=events,
+        bootstrap=bootstrap or defaults.kafka_bootstrap,
+        topic=topic,
+        rate=rate,
+        seed=seed,
+        drift_at=drift_at,
+        partitions=partitions,
+    )
+    console.print(f"wrote {sent} {task} events")
+
+
+@app.command()
+def query(
+    pipeline: Annotated[str, typer.Argument(help="Pipeline name, e.g. fraud.")],
+    entity: Annotated[str, typer.Argument(help="Entity id, e.g. a card id.")],
+    redis_url: Annotated[str | None, typer.Option(help="Redis URL.")] = None,
+    prefix: Annotated[str | None, typer.Option(help="Key prefix.")] = None,
+) -> None:
+    """Print the latest prediction stored in Redis for ENTITY."""
+    import orjson
+
+    from connectors.redis_store import PredictionStore, connect
+
+    defaults = service_defaults()
+    client = connect(redis_url or defaults.redis_url, timeout_s=5)
+    store = PredictionStore(client, prefix or defaults.redis_prefix, pipeline, ttl_s=0)
+    found = store.read(entity)
+    if found is None:
+        console.print(f"no prediction for {entity!r} in pipeline {pipeline!r}")
+        raise typer.Exit(1)
+    typer.echo(orjson.dumps(found, option=orjson.OPT_INDENT_2).decode())
+
+
+@app.command()
+def demo(
+    events: Annotated[int, typer.Option(help="Events in the synthetic stream.")] = 100_000,
+    rate: Annotated[float, typer.Option(help="Events per second the generator produces.")] = 5_000,
+    drift_at: Annotated[int | None, typer.Option(help="Where the fraud pattern changes.")] = None,
+    metrics_port: Annotated[int, typer.Option(help="Port for /metrics (0 picks one).")] = 0,
+    report: Annotated[Path, typer.Option(help="Where to write the JSON report.")] = Path(
+        "streamlearn-report.json"
+    ),
+) -> None:
+    """Start a local broker and Redis, stream synthetic fraud events, and score them live."""
+    from streamlearn.demo import run_demo
+
+    _logging("WARNING")
+    run_demo(
+        events=events,
+        rate=rate,
+        drift_at=drift_at if drift_at is not None else events // 2,
+        metrics_port=metrics_port,
+        report_path=report,
+        console=console,
+    )
+
+
+def _logging(level: str) -> None:
+    logging.basicConfig(
+        level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    logging.getLogger("kafka").setLevel(logging.WARNING)
+
+
+def main() -> None:
+    """Entry point of the console script."""
+    try:
+        app()
+    except StreamlearnError as exc:
+        console.print(f"[red]error:[/] {exc}")
+        sys.exit(2)
+    except KeyboardInterrupt:
+        sys.exit(130)

@@ -1,0 +1,215 @@
+"""The loop that drives one pipeline: poll, batch, score, write, learn, commit.
+
+It talks to the outside only through the small ports below (a source and an output writer),
+so the loop is the same against Kafka and Redis as against the in-memory fakes of unit tests.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+
+from streamlearn.batch import RawBatch
+from streamlearn.batching import AdaptiveBatcher, Trigger
+from streamlearn.errors import StreamlearnError
+from streamlearn.hooks import PipelineHooks
+from streamlearn.pipeline import Pipeline, ScoredBatch
+
+log = logging.getLogger(__name__)
+
+
+class Source(Protocol):
+    """Where messages come from; offsets are committed explicitly."""
+
+    def poll(self, max_records: int, timeout_s: float, into: RawBatch) -> int:
+        """Append up to ``max_records`` messages to ``into``, waiting at most ``timeout_s``."""
+        ...
+
+    def commit(self, offsets: dict[tuple[str, int], int]) -> None:
+        """Commit the next offset to read per ``(topic, partition)``."""
+        ...
+
+    def pause_all(self) -> None:
+        """Stop fetching (outputs are behind)."""
+        ...
+
+    def resume_all(self) -> None:
+        """Fetch again."""
+        ...
+
+    def lag(self) -> dict[int, int]:
+        """Messages not yet read, per partition."""
+        ...
+
+
+class OutputWriter(Protocol):
+    """Where a scored batch goes: predictions and dead letters, durably, before commit."""
+
+    def write(self, scored: ScoredBatch) -> None:
+        """Write everything or raise."""
+        ...
+
+
+@dataclass(slots=True)
+class RunStats:
+    """Totals of one run."""
+
+    consumed: int = 0
+    predicted: int = 0
+    invalid: int = 0
+    learned: int = 0
+    batches: int = 0
+
+
+class PipelineRunner:
+    """Runs one pipeline until stopped, or until ``max_events`` messages were consumed."""
+
+    def __init__(
+        self,
+        pipeline: Pipeline,
+        source: Source,
+        outputs: OutputWriter,
+        batcher: AdaptiveBatcher,
+        hooks: PipelineHooks | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        wall_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000,
+        retry_backoff_s: tuple[float, float] = (0.1, 5.0),
+        lag_interval_s: float = 1.0,
+    ) -> None:
+        self.pipeline = pipeline
+        self.source = source
+        self.outputs = outputs
+        self.batcher = batcher
+        self.hooks = hooks or PipelineHooks()
+        self.clock = clock
+        self.wall_ms = wall_ms
+        self.retry_backoff_s = retry_backoff_s
+        self.lag_interval_s = lag_interval_s
+        self.stats = RunStats()
+        self._buffer = RawBatch()
+        self._next_lag = 0.0
+
+    def run(self, stop: threading.Event, max_events: int | None = None) -> RunStats:
+        """Consume and process until ``stop`` is set or ``max_events`` were consumed.
+
+        On stop the buffered messages are processed as a final ``shutdown`` batch, so
+        everything consumed is written and committed before this returns.
+        """
+        name = self.pipeline.name
+        self.hooks.on_batch_size(name, self.batcher.size)
+        while True:
+            done = stop.is_set() or (max_events is not None and self.stats.consumed >= max_events)
+            if not done:
+                self._fill(max_events)
+            buffered = len(self._buffer)
+            if done:
+                if buffered == 0:
+                    return self.stats
+                trigger: Trigger | None = Trigger.SHUTDOWN
+            else:
+                trigger = self.batcher.close_trigger(buffered, self._buffer.oldest_received)
+            if trigger is not None:
+                size = buffered if trigger is Trigger.SHUTDOWN else self.batcher.size
+                self._process(self._buffer.take(size), trigger, stop)
+            self._report_lag()
+
+    def _fill(self, max_events: int | None) -> None:
+        buffered = len(self._buffer)
+        room = self.batcher.room(buffered)
+        if max_events is not None:
+            room = min(room, max_events - self.stats.consumed)
+        if room <= 0:
+            return
+        wait = self.batcher.wait_s(buffered, self._buffer.oldest_received)
+        n = self.source.poll(room, wait, self._buffer)
+        if n:
+            self.stats.consumed += n
+            self.hooks.on_consumed(self.pipeline.name, n)
+
+    def _process(self, batch: RawBatch, trigger: Trigger, stop: threading.Event) -> None:
+        name, hooks = self.pipeline.name, self.hooks
+        started = self.clock()
+        scored = self.pipeline.score(batch)
+        scored_at = self.clock()
+        hooks.on_stage(name, "score", scored_at - started)
+        self._write(scored, stop)
+        written_at_ms = self.wall_ms()
+        written_at = self.clock()
+        hooks.on_stage(name, "write", written_at - scored_at)
+        self._report_outputs(scored, written_at_ms)
+        outcome = self.pipeline.learn(scored)
+        learned_at = self.clock()
+        hooks.on_stage(name, "learn", learned_at - written_at)
+        self.source.commit(batch.commit_offsets)
+        finished = self.clock()
+        hooks.on_stage(name, "commit", finished - learned_at)
+        self._report_learning(outcome.learned, outcome.metrics, outcome.drift)
+        self.batcher.observe(len(batch), finished - started, trigger)
+        hooks.on_batch_closed(name, len(batch), trigger.value)
+        hooks.on_batch_size(name, self.batcher.size)
+        self.stats.batches += 1
+
+    def _write(self, scored: ScoredBatch, stop: threading.Event) -> None:
+        # Outputs must land before the commit; while they cannot, stop fetching (bounded
+        # memory) and retry with backoff. A stop request does not abandon the batch.
+        delay, ceiling = self.retry_backoff_s
+        paused = False
+        while True:
+            try:
+                self.outputs.write(scored)
+                break
+            except (StreamlearnError, OSError, ConnectionError) as exc:
+                if not paused:
+                    self.source.pause_all()
+                    self.hooks.on_ready(False)
+                    paused = True
+                log.warning("%s: writing outputs failed (%s); retrying in %.1fs",
+                            self.pipeline.name, exc, delay)
+                time.sleep(delay)
+                delay = min(ceiling, delay * 2)
+        if paused:
+            self.source.resume_all()
+            self.hooks.on_ready(True)
+            log.info("%s: outputs recovered; consuming again", self.pipeline.name)
+
+    def _report_outputs(self, scored: ScoredBatch, written_at_ms: int) -> None:
+        name, hooks = self.pipeline.name, self.hooks
+        decoded = scored.decoded
+        raw_ts = np.asarray(scored.raw.timestamps_ms, dtype=np.int64)[decoded.index]
+        latencies = np.maximum(written_at_ms - raw_ts, 0) / 1000.0
+        hooks.on_predictions(name, latencies)
+        target_s = self.batcher.settings.latency_target_ms / 1000.0
+        missed = int((latencies > target_s).sum())
+        if missed:
+            hooks.on_target_missed(name, missed)
+        reasons: dict[str, int] = {}
+        for rejection in scored.rejected:
+            reasons[rejection.reason] = reasons.get(rejection.reason, 0) + 1
+        for reason, count in reasons.items():
+            hooks.on_invalid(name, reason, count)
+        self.stats.predicted += len(decoded)
+        self.stats.invalid += len(scored.rejected)
+
+    def _report_learning(self, learned: int, metrics: dict[str, float], drift: bool) -> None:
+        name = self.pipeline.name
+        self.stats.learned += learned
+        if learned:
+            self.hooks.on_learned(name, learned)
+            self.hooks.on_model_version(name, self.pipeline.model.version)
+        if metrics:
+            self.hooks.on_model_score(name, metrics)
+        if drift:
+            self.hooks.on_drift(name)
+            self.batcher.signal_drift()
+
+    def _report_lag(self) -> None:
+        now = self.clock()
+        if now >= self._next_lag:
+            self._next_lag = now + self.lag_interval_s
+            self.hooks.on_lag(self.pipeline.name, self.source.lag())
