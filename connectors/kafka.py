@@ -112,6 +112,7 @@ class KafkaSource:
         session_timeout_ms: int = 10_000,
         heartbeat_interval_ms: int = 1_000,
         max_poll_records: int = 5_000,
+        fetch_max_wait_ms: int = 100,
         on_assign: Partitions | None = None,
         on_revoke: Partitions | None = None,
     ) -> None:
@@ -131,6 +132,9 @@ class KafkaSource:
                 max_poll_records=max_poll_records,
                 # Larger fetches: the batch, not the message, is the unit of work.
                 max_partition_fetch_bytes=4 * 1024 * 1024,
+                # The broker may hold a fetch this long waiting for data (Tansu always
+                # does), so it bounds the latency an idle-then-busy partition adds.
+                fetch_max_wait_ms=fetch_max_wait_ms,
             )
         self.consumer.subscribe(topics, listener=_KeepPaused(self))
 
@@ -142,11 +146,8 @@ class KafkaSource:
         fetched = self.consumer.poll(timeout_ms=timeout_ms, max_records=max_records)
         received = time.monotonic()
         count = 0
-        append = into.append
         for tp, records in fetched.items():
-            topic, partition = tp.topic, tp.partition
-            for r in records:
-                append(topic, partition, r.offset, r.key, r.value, r.timestamp, received)
+            into.extend(_columns(tp.topic, tp.partition, records, received))
             count += len(records)
         return count
 
@@ -210,6 +211,22 @@ class KafkaSource:
     def close(self) -> None:
         """Leave the group (its partitions move to the other members at once)."""
         self.consumer.close(autocommit=False)
+
+
+def _columns(topic: str, partition: int, records: list[Any], received: float) -> RawBatch:
+    # Column-wise copies cost half as much as per-message appends (~0.2 vs 0.4 us a message).
+    n = len(records)
+    values = [r.value for r in records]
+    return RawBatch(
+        [topic] * n,
+        [partition] * n,
+        [r.offset for r in records],
+        [r.key for r in records],
+        values,
+        [r.timestamp for r in records],
+        [received] * n,
+        sum(len(v) for v in values if v),
+    )
 
 
 class KafkaSink:

@@ -92,6 +92,7 @@ class App:
             session_timeout_ms=kafka.session_timeout_ms,
             heartbeat_interval_ms=kafka.heartbeat_interval_ms,
             max_poll_records=config.source.poll_max_records,
+            fetch_max_wait_ms=fetch_wait_ms(config.batching.latency_target_ms),
         )
         return PipelineRunner(
             Pipeline(config), source, outputs, AdaptiveBatcher(config.batching), self.hooks
@@ -122,6 +123,15 @@ class App:
         if errors:
             raise errors[0]
         return results
+
+
+def fetch_wait_ms(latency_target_ms: float) -> int:
+    """How long the broker may hold a fetch: a fifth of the latency target, 5..500 ms.
+
+    >>> fetch_wait_ms(100), fetch_wait_ms(10_000)
+    (20, 500)
+    """
+    return int(min(500, max(5, latency_target_ms / 5)))
 
 
 @contextmanager

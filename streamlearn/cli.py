@@ -127,6 +127,8 @@ def demo(
     from streamlearn.demo import run_demo
 
     _logging("WARNING")
+    # The broker is probed while it starts; its refused connections are expected noise.
+    logging.getLogger("kafka").setLevel(logging.CRITICAL)
     run_demo(
         events=events,
         rate=rate,

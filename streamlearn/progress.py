@@ -43,9 +43,10 @@ class ProgressHooks(PipelineHooks):
     --------
     >>> now = [0.0]
     >>> p = ProgressHooks(clock=lambda: now[0])
+    >>> now[0] = 5.0
     >>> p.on_consumed("fraud", 100)
     >>> p.on_predictions("fraud", np.array([0.010, 0.020, 0.030]))
-    >>> now[0] = 2.0
+    >>> now[0] = 7.0
     >>> s = p.snapshot()
     >>> s.consumed, s.predicted, s.events_per_s, s.p50_ms
     (100, 3, 50.0, 20.0)
@@ -64,6 +65,9 @@ class ProgressHooks(PipelineHooks):
         self.invalid_by_reason: dict[str, int] = {}
 
     def on_consumed(self, pipeline: str, n: int) -> None:  # noqa: D102
+        if not self.consumed:
+            # Throughput counts from the first event, not from start-up.
+            self.started = self.clock()
         self.consumed += n
 
     def on_invalid(self, pipeline: str, reason: str, n: int) -> None:  # noqa: D102
