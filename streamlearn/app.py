@@ -34,7 +34,6 @@ class App:
     config: AppConfig
     observers: tuple[PipelineHooks, ...] = ()
     metrics: PrometheusHooks = field(default_factory=PrometheusHooks)
-    startup_timeout_s: float = 60.0
     stop: threading.Event = field(default_factory=threading.Event)
     runners: list[PipelineRunner] = field(default_factory=list)
     metrics_server: MetricsServer | None = None
@@ -45,28 +44,41 @@ class App:
         )
 
     def run(self, max_events: int | None = None) -> dict[str, RunStats]:
-        """Connect, then run every pipeline until stopped or ``max_events`` each."""
-        self._serve_metrics()
+        """Connect, then run every pipeline until stopped or ``max_events`` each.
+
+        Metrics stay served after this returns, until :meth:`close`.
+        """
+        self.serve_metrics()
+        producer = self._connect()
         try:
-            producer = self._connect()
             self.runners = [self._runner(p, producer) for p in self.config.pipelines]
             self.hooks.on_ready(True)
-            results = self._run_all(max_events)
-            producer.close()
-            return results
+            return self._run_all(max_events)
         finally:
             self.hooks.on_ready(False)
-            if self.metrics_server is not None:
-                self.metrics_server.stop()
+            producer.close()
 
-    def _serve_metrics(self) -> None:
+    def serve_metrics(self) -> None:
+        """Start ``/metrics``, ``/healthz`` and ``/readyz`` (once; port 0 in config disables)."""
         settings = self.config.metrics
-        if settings.port:
+        if settings.port and self.metrics_server is None:
             self.metrics_server = MetricsServer(self.metrics, settings.host, settings.port).start()
+
+    def close(self) -> None:
+        """Stop serving metrics."""
+        if self.metrics_server is not None:
+            self.metrics_server.stop()
+            self.metrics_server = None
+
+    def __enter__(self) -> App:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
 
     def _connect(self) -> KafkaSink:
         kafka = self.config.kafka
-        wait_for_broker(kafka.bootstrap, timeout_s=self.startup_timeout_s)
+        wait_for_broker(kafka.bootstrap, timeout_s=kafka.connect_timeout_s)
         topics = {p.dead_letter_topic for p in self.config.pipelines}
         topics |= {p.outputs.predictions_topic for p in self.config.pipelines if
                    p.outputs.predictions_topic}
@@ -75,7 +87,7 @@ class App:
 
     def _runner(self, config: PipelineConfig, producer: KafkaSink) -> PipelineRunner:
         kafka = self.config.kafka
-        client = connect(self.config.redis.url, timeout_s=self.startup_timeout_s)
+        client = connect(self.config.redis.url, timeout_s=self.config.redis.connect_timeout_s)
         store = PredictionStore(
             client, self.config.redis.prefix, config.name, config.outputs.prediction_ttl_s
         )
@@ -94,9 +106,11 @@ class App:
             max_poll_records=config.source.poll_max_records,
             fetch_max_wait_ms=fetch_wait_ms(config.batching.latency_target_ms),
         )
-        return PipelineRunner(
+        runner = PipelineRunner(
             Pipeline(config), source, outputs, AdaptiveBatcher(config.batching), self.hooks
         )
+        source.on_revoke = runner.revoke
+        return runner
 
     def _run_all(self, max_events: int | None) -> dict[str, RunStats]:
         results: dict[str, RunStats] = {}

@@ -9,6 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 
+_COLUMNS = ("topics", "partitions", "offsets", "keys", "values", "timestamps_ms", "received")
+
+
 @dataclass(slots=True)
 class RawBatch:
     """Messages in arrival order, as columns, plus the offsets to commit once they are done.
@@ -73,24 +76,10 @@ class RawBatch:
 
     def take(self, n: int) -> RawBatch:
         """Remove and return the first ``n`` messages (all of them if fewer are buffered)."""
-        head = RawBatch(
-            self.topics[:n],
-            self.partitions[:n],
-            self.offsets[:n],
-            self.keys[:n],
-            self.values[:n],
-            self.timestamps_ms[:n],
-            self.received[:n],
-        )
-        for column in (
-            self.topics,
-            self.partitions,
-            self.offsets,
-            self.keys,
-            self.values,
-            self.timestamps_ms,
-            self.received,
-        ):
+        head = RawBatch()
+        for name in _COLUMNS:
+            column = getattr(self, name)
+            setattr(head, name, column[:n])
             del column[:n]
         head.nbytes = sum(len(v) for v in head.values if v)
         self.nbytes -= head.nbytes
@@ -110,3 +99,23 @@ class RawBatch:
             if offset + 1 > out.get(key, -1):
                 out[key] = offset + 1
         return out
+
+    def drop_partitions(self, partitions: set[tuple[str, int]]) -> int:
+        """Remove every message of the given ``(topic, partition)`` pairs; return how many.
+
+        >>> b = RawBatch()
+        >>> for p in (0, 1, 0):
+        ...     b.append("t", p, 7, None, b"x", 0, received=0.0)
+        >>> b.drop_partitions({("t", 0)}), b.partitions, b.nbytes
+        (2, [1], 1)
+        """
+        keep = [
+            i for i, tp in enumerate(zip(self.topics, self.partitions)) if tp not in partitions
+        ]
+        dropped = len(self) - len(keep)
+        if dropped:
+            for name in _COLUMNS:
+                column = getattr(self, name)
+                setattr(self, name, [column[i] for i in keep])
+            self.nbytes = sum(len(v) for v in self.values if v)
+        return dropped

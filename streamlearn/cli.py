@@ -21,7 +21,8 @@ app = typer.Typer(
     no_args_is_help=True,
     help="Keep machine-learning models learning from live business events.",
 )
-console = Console(stderr=True)
+console = Console(stderr=True)  # progress, errors
+output = Console()  # results
 
 ConfigPath = Annotated[Path, typer.Argument(help="The YAML configuration file.")]
 
@@ -39,11 +40,10 @@ def run(
 
     _logging(log_level)
     settings = load_config(config)
-    application = App(settings)
-    with stop_on_signals(application.stop):
+    with App(settings) as application, stop_on_signals(application.stop):
         results = application.run(max_events=max_events)
     for name, stats in results.items():
-        console.print(
+        output.print(
             f"[bold]{name}[/]: consumed {stats.consumed}, predicted {stats.predicted}, "
             f"invalid {stats.invalid}, learned {stats.learned} in {stats.batches} batches"
         )

@@ -192,6 +192,7 @@ class KafkaConfig(_Strict):
     client_id: str = "streamlearn"
     session_timeout_ms: int = Field(default=10_000, ge=1000)
     heartbeat_interval_ms: int = Field(default=1_000, ge=100)
+    connect_timeout_s: float = Field(default=60.0, gt=0)
 
 
 class RedisConfig(_Strict):
@@ -199,6 +200,7 @@ class RedisConfig(_Strict):
 
     url: str = "redis://localhost:6379/0"
     prefix: str = Field(default="sl", pattern=NAME_PATTERN)
+    connect_timeout_s: float = Field(default=60.0, gt=0)
 
 
 class MetricsConfig(_Strict):

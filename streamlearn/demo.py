@@ -76,6 +76,7 @@ def run_demo(
             _wait_until_assigned(app, runner)
             generator.start()
             _watch(progress, runner, console, total)
+        app.close()
         snapshot = progress.snapshot()
         report = _report(snapshot, progress, events, rate, time.monotonic() - started, port)
         report_path.write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2))

@@ -110,6 +110,7 @@ class PipelineRunner:
             buffered = len(self._buffer)
             if done:
                 if buffered == 0:
+                    self.hooks.on_model_score(name, self.pipeline.evaluator.scores())
                     return self.stats
                 trigger: Trigger | None = Trigger.SHUTDOWN
             else:
@@ -146,7 +147,7 @@ class PipelineRunner:
         outcome = self.pipeline.learn(scored)
         learned_at = self.clock()
         hooks.on_stage(name, "learn", learned_at - written_at)
-        self.source.commit(batch.commit_offsets)
+        self._commit(batch)
         finished = self.clock()
         hooks.on_stage(name, "commit", finished - learned_at)
         self._report_learning(outcome.learned, outcome.metrics, outcome.drift)
@@ -154,6 +155,14 @@ class PipelineRunner:
         hooks.on_batch_closed(name, len(batch), trigger.value)
         hooks.on_batch_size(name, self.batcher.size)
         self.stats.batches += 1
+
+    def _commit(self, batch: RawBatch) -> None:
+        try:
+            self.source.commit(batch.commit_offsets)
+        except StreamlearnError as exc:
+            # A rebalance took the partitions; their new owner resumes from the last commit,
+            # so this batch's outputs may be written twice (idempotently, keyed by entity).
+            log.warning("%s: %s", self.pipeline.name, exc)
 
     def _write(self, scored: ScoredBatch, stop: threading.Event) -> None:
         # Outputs must land before the commit; while they cannot, stop fetching (bounded
@@ -171,12 +180,26 @@ class PipelineRunner:
                     paused = True
                 log.warning("%s: writing outputs failed (%s); retrying in %.1fs",
                             self.pipeline.name, exc, delay)
-                time.sleep(delay)
+                self._wait_paused(delay)
                 delay = min(ceiling, delay * 2)
         if paused:
             self.source.resume_all()
             self.hooks.on_ready(True)
             log.info("%s: outputs recovered; consuming again", self.pipeline.name)
+
+    def _wait_paused(self, seconds: float) -> None:
+        # Polling a paused source returns nothing but keeps this member in its group.
+        self.source.poll(1, seconds, RawBatch())
+
+    def revoke(self, partitions: list[tuple[str, int]]) -> None:
+        """Partitions moved to another member: drop their buffered, unprocessed messages.
+
+        The new owner reads them again from the last committed offset.
+        """
+        dropped = self._buffer.drop_partitions(set(partitions))
+        if dropped:
+            log.info("%s: dropped %d buffered messages of revoked partitions %s",
+                     self.pipeline.name, dropped, partitions)
 
     def _report_outputs(self, scored: ScoredBatch, written_at_ms: int) -> None:
         name, hooks = self.pipeline.name, self.hooks
