@@ -1,0 +1,1 @@
+"""Adapters to outside systems (Kafka, Redis, Prometheus, embedded services): all network I/O."""

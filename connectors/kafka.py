@@ -49,11 +49,11 @@ __all__ = [
 Partitions = Callable[[list[tuple[str, int]]], None]
 
 
-class CommitFailed(StreamlearnError):  # noqa: N818 - reads as the event it reports
+class CommitFailed(StreamlearnError):
     """The group rebalanced before the commit; the new owner re-reads those messages."""
 
 
-class DeliveryFailed(StreamlearnError):  # noqa: N818
+class DeliveryFailed(StreamlearnError):
     """The broker rejected a produced message for good (e.g. too large, unknown topic)."""
 
 

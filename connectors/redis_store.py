@@ -100,8 +100,9 @@ class PredictionStore:
             stop = start + _CHUNK
             keys = [prediction_key(self.prefix, self.pipeline, e) for e in entities[start:stop]]
             args: list[Any] = [self.ttl_ms]
-            for s, lab, t, ev in zip(scores[start:stop], labels[start:stop], ts[start:stop],
-                                     events[start:stop]):
+            for s, lab, t, ev in zip(
+                scores[start:stop], labels[start:stop], ts[start:stop], events[start:stop]
+            ):
                 args += (repr(s), lab, version, t, ev, scored_at)
             written += int(self._script(keys=keys, args=args))
         return written
@@ -111,4 +112,8 @@ class PredictionStore:
         raw = self.client.hgetall(prediction_key(self.prefix, self.pipeline, entity_id))
         if not raw:
             return None
-        return {k.decode(): v.decode() for k, v in raw.items()}
+        return {_text(k): _text(v) for k, v in raw.items()}
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value

@@ -80,8 +80,11 @@ class App:
         kafka = self.config.kafka
         wait_for_broker(kafka.bootstrap, timeout_s=kafka.connect_timeout_s)
         topics = {p.dead_letter_topic for p in self.config.pipelines}
-        topics |= {p.outputs.predictions_topic for p in self.config.pipelines if
-                   p.outputs.predictions_topic}
+        topics |= {
+            p.outputs.predictions_topic
+            for p in self.config.pipelines
+            if p.outputs.predictions_topic
+        }
         ensure_topics(kafka.bootstrap, sorted(topics))
         return KafkaSink(kafka.bootstrap, client_id=f"{kafka.client_id}-producer")
 
@@ -92,7 +95,10 @@ class App:
             client, self.config.redis.prefix, config.name, config.outputs.prediction_ttl_s
         )
         outputs = BatchOutputs(
-            config.name, store, producer, config.dead_letter_topic,
+            config.name,
+            store,
+            producer,
+            config.dead_letter_topic,
             config.outputs.predictions_topic,
         )
         source = KafkaSource(

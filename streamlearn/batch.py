@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-
 _COLUMNS = ("topics", "partitions", "offsets", "keys", "values", "timestamps_ms", "received")
 
 
@@ -109,9 +108,7 @@ class RawBatch:
         >>> b.drop_partitions({("t", 0)}), b.partitions, b.nbytes
         (2, [1], 1)
         """
-        keep = [
-            i for i, tp in enumerate(zip(self.topics, self.partitions)) if tp not in partitions
-        ]
+        keep = [i for i, tp in enumerate(zip(self.topics, self.partitions)) if tp not in partitions]
         dropped = len(self) - len(keep)
         if dropped:
             for name in _COLUMNS:

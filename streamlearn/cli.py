@@ -67,9 +67,13 @@ def check(config: ConfigPath) -> None:
 def generate(
     task: Annotated[str, typer.Argument(help="Which synthetic stream: fraud.")],
     events: Annotated[int, typer.Option(help="How many events to write.")] = 10_000,
-    rate: Annotated[float | None, typer.Option(help="Events per second (default: as fast as possible).")] = None,
+    rate: Annotated[
+        float | None, typer.Option(help="Events per second (default: as fast as possible).")
+    ] = None,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
-    drift_at: Annotated[int | None, typer.Option(help="Event index where the pattern changes.")] = None,
+    drift_at: Annotated[
+        int | None, typer.Option(help="Event index where the pattern changes.")
+    ] = None,
     topic: Annotated[str | None, typer.Option(help="Topic (default: the task's).")] = None,
     bootstrap: Annotated[str | None, typer.Option(help="Kafka bootstrap servers.")] = None,
     partitions: Annotated[int, typer.Option(help="Partitions if the topic is created.")] = 1,

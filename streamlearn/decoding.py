@@ -22,6 +22,7 @@ _NUMBER = (int, float)
 _NUMBER_TYPES = {int, float, bool}
 _INT_TYPES = {int, bool}
 _ID_TYPES = {str, int}
+MAX_TIMESTAMP_MS = 2**53
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +103,7 @@ class EventDecoder:
             for name in self.category_fields
         }
         targets = self._targets(records, bad, positions, rejected)
+        self._check_time_range(ts, bad, positions, rejected)
         keep = ~bad
         rows = np.flatnonzero(keep)
         all_kept = bool(keep.all())
@@ -117,6 +119,20 @@ class EventDecoder:
             targets=targets[keep],
             rejected=sorted(rejected.values(), key=lambda r: r.index),
         )
+
+    def _check_time_range(
+        self,
+        ts: np.ndarray,
+        bad: np.ndarray,
+        positions: list[int],
+        rejected: dict[int, Rejection],
+    ) -> None:
+        # Epoch milliseconds from 1970 to year ~287000: anything else is a unit mistake.
+        outside = (ts < 0) | (ts > MAX_TIMESTAMP_MS)
+        name = self.schema.timestamp
+        for k in np.flatnonzero(outside & ~bad).tolist():
+            detail = f"field {name!r}: {ts[k]!r} is not epoch milliseconds"
+            _mark(k, "out_of_range", detail, bad, positions, rejected)
 
     def _allowed(self, name: str) -> set[type]:
         kind = self.schema.features[name].type
@@ -141,7 +157,9 @@ class EventDecoder:
                 rejected[i] = _unparsable(i, value, exc)
                 continue
             if type(record) is not dict:
-                rejected[i] = Rejection(i, "not_object", f"expected a JSON object, got {record!r:.60}")
+                rejected[i] = Rejection(
+                    i, "not_object", f"expected a JSON object, got {record!r:.60}"
+                )
                 continue
             records.append(record)
             positions.append(i)
@@ -155,8 +173,8 @@ class EventDecoder:
         positions: list[int],
         rejected: dict[int, Rejection],
     ) -> list[str]:
-        column = [r.get(name) for r in records]
-        if set(map(type, column)) <= {str}:
+        column: list[Any] = [r.get(name) for r in records]
+        if set(map(type, column)) <= {str} and "" not in column:
             return column
         out: list[str] = []
         for j, value in enumerate(column):
@@ -176,7 +194,7 @@ class EventDecoder:
         positions: list[int],
         rejected: dict[int, Rejection],
     ) -> np.ndarray:
-        column = [r.get(name) for r in records]
+        column: list[Any] = [r.get(name) for r in records]
         if not set(map(type, column)) <= allowed:
             expected = "an integer" if allowed is _INT_TYPES else "a number"
             for j, value in enumerate(column):
@@ -185,8 +203,8 @@ class EventDecoder:
                     column[j] = 0
         array = np.array(column, dtype=np.float64) if column else np.empty(0)
         infinite = ~np.isfinite(array)
-        for j in np.flatnonzero(infinite):
-            _mark(int(j), "not_finite", f"field {name!r} is {column[j]!r}", bad, positions, rejected)
+        for k in np.flatnonzero(infinite).tolist():
+            _mark(k, "not_finite", f"field {name!r} is {column[k]!r}", bad, positions, rejected)
         return array
 
     def _categories(
@@ -197,7 +215,7 @@ class EventDecoder:
         positions: list[int],
         rejected: dict[int, Rejection],
     ) -> list[str]:
-        column = [r.get(name) for r in records]
+        column: list[Any] = [r.get(name) for r in records]
         if set(map(type, column)) <= {str}:
             return column
         for j, value in enumerate(column):
@@ -218,7 +236,7 @@ class EventDecoder:
         name = self.schema.target
         if name is None:
             return np.full(len(records), np.nan)
-        column = [r.get(name) for r in records]
+        column: list[Any] = [r.get(name) for r in records]
         out = np.full(len(records), np.nan)
         for j, value in enumerate(column):
             if value is None:
@@ -267,10 +285,11 @@ def _unparsable(i: int, value: bytes, exc: Exception) -> Rejection:
     # Python's json accepts NaN/Infinity literals that strict JSON (orjson) refuses; name them.
     try:
         parsed = json.loads(value)
-    except (ValueError, UnicodeDecodeError):
-        return Rejection(i, "not_json", f"not valid JSON: {exc}")
-    if isinstance(parsed, dict) and any(
-        isinstance(v, _NUMBER) and not math.isfinite(v) for v in parsed.values()
-    ):
+        non_finite = isinstance(parsed, dict) and any(
+            isinstance(v, float) and not math.isfinite(v) for v in parsed.values()
+        )
+    except (ValueError, RecursionError, OverflowError):
+        non_finite = False
+    if non_finite:
         return Rejection(i, "not_finite", "event holds NaN or Infinity")
     return Rejection(i, "not_json", f"not valid JSON: {exc}")

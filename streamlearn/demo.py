@@ -27,8 +27,12 @@ def demo_config(bootstrap: str, redis_url: str, metrics_port: int) -> AppConfig:
     """The packaged fraud configuration, pointed at the embedded services."""
     text = importlib.resources.files("streamlearn.tasks").joinpath("fraud.yaml").read_text()
     data = yaml.safe_load(text)
-    data["kafka"] = {**data.get("kafka", {}), "bootstrap": bootstrap,
-                     "session_timeout_ms": 6000, "heartbeat_interval_ms": 500}
+    data["kafka"] = {
+        **data.get("kafka", {}),
+        "bootstrap": bootstrap,
+        "session_timeout_ms": 6000,
+        "heartbeat_interval_ms": 500,
+    }
     data["redis"] = {**data.get("redis", {}), "url": redis_url}
     data["metrics"] = {"host": "127.0.0.1", "port": metrics_port}
     return parse_config(data, env={})
@@ -60,16 +64,29 @@ def run_demo(
         )
         produced: dict[str, int] = {}
         generator = threading.Thread(
-            target=lambda: produced.update(sent=produce_workload(
-                "fraud", events=events, bootstrap=broker.bootstrap, rate=rate, seed=7,
-                drift_at=drift_at, partitions=2, malformed_every=1000,
-                stop=app.stop.is_set)),
-            name="generator", daemon=True,
+            target=lambda: produced.update(
+                sent=produce_workload(
+                    "fraud",
+                    events=events,
+                    bootstrap=broker.bootstrap,
+                    rate=rate,
+                    seed=7,
+                    drift_at=drift_at,
+                    partitions=2,
+                    malformed_every=1000,
+                    stop=app.stop.is_set,
+                )
+            ),
+            name="generator",
+            daemon=True,
         )
         # Every message produced is consumed: valid events plus one malformed per 1000.
         total = events + events // 1000
-        runner = threading.Thread(target=lambda: produced.update(
-            done=bool(app.run(max_events=total))), name="processor", daemon=True)
+        runner = threading.Thread(
+            target=lambda: produced.update(done=bool(app.run(max_events=total))),
+            name="processor",
+            daemon=True,
+        )
         started = time.monotonic()
         with stop_on_signals(app.stop):
             runner.start()
@@ -95,8 +112,7 @@ def _wait_until_assigned(app: Any, runner: threading.Thread, timeout_s: float = 
         time.sleep(0.1)
 
 
-def _watch(progress: ProgressHooks, runner: threading.Thread, console: Console,
-           total: int) -> None:
+def _watch(progress: ProgressHooks, runner: threading.Thread, console: Console, total: int) -> None:
     with Live(_table(progress.snapshot(), total), console=console, refresh_per_second=4) as live:
         while runner.is_alive():
             runner.join(timeout=0.25)
@@ -121,8 +137,9 @@ def _ms(value: float | None) -> str:
     return "-" if value is None else f"{value:.1f} ms"
 
 
-def _report(s: ProgressSnapshot, progress: ProgressHooks, events: int, rate: float,
-            wall_s: float, port: int) -> dict[str, Any]:
+def _report(
+    s: ProgressSnapshot, progress: ProgressHooks, events: int, rate: float, wall_s: float, port: int
+) -> dict[str, Any]:
     return {
         "events_generated": events,
         "generator_rate": rate,

@@ -142,7 +142,9 @@ class SklearnModel:
         matrix = features.matrix if labelled.all() else features.matrix[labelled]
         if self.scaler is not None:
             self.scaler.learn(matrix)
-        self.estimator.partial_fit(self._inputs(matrix), y[labelled].astype(np.int64), classes=[0, 1])
+        self.estimator.partial_fit(
+            self._inputs(matrix), y[labelled].astype(np.int64), classes=[0, 1]
+        )
         self._fitted = True
         self.version += 1
         return n

@@ -117,7 +117,9 @@ class Pipeline:
             return LearnOutcome(learned=0)
         scores, truth = scored.scores[labelled], targets[labelled].astype(bool)
         self.evaluator.update(scores, truth)
-        drifted = bool(self.drift.update(self.evaluator.errors(scores, truth))) if self.drift else False
+        drifted = (
+            bool(self.drift.update(self.evaluator.errors(scores, truth))) if self.drift else False
+        )
         learned = self.model.learn(scored.features, targets)
         return LearnOutcome(learned=learned, drift=drifted, metrics=self._metrics())
 

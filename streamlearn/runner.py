@@ -47,6 +47,10 @@ class Source(Protocol):
         """Messages not yet read, per partition."""
         ...
 
+    def close(self) -> None:
+        """Leave the consumer group."""
+        ...
+
 
 class OutputWriter(Protocol):
     """Where a scored batch goes: predictions and dead letters, durably, before commit."""
@@ -178,8 +182,12 @@ class PipelineRunner:
                     self.source.pause_all()
                     self.hooks.on_ready(False)
                     paused = True
-                log.warning("%s: writing outputs failed (%s); retrying in %.1fs",
-                            self.pipeline.name, exc, delay)
+                log.warning(
+                    "%s: writing outputs failed (%s); retrying in %.1fs",
+                    self.pipeline.name,
+                    exc,
+                    delay,
+                )
                 self._wait_paused(delay)
                 delay = min(ceiling, delay * 2)
         if paused:
@@ -198,8 +206,12 @@ class PipelineRunner:
         """
         dropped = self._buffer.drop_partitions(set(partitions))
         if dropped:
-            log.info("%s: dropped %d buffered messages of revoked partitions %s",
-                     self.pipeline.name, dropped, partitions)
+            log.info(
+                "%s: dropped %d buffered messages of revoked partitions %s",
+                self.pipeline.name,
+                dropped,
+                partitions,
+            )
 
     def _report_outputs(self, scored: ScoredBatch, written_at_ms: int) -> None:
         name, hooks = self.pipeline.name, self.hooks

@@ -1,0 +1,1 @@
+"""Packaged task configurations (the demo reads its fraud pipeline from here)."""

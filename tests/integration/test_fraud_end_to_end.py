@@ -39,21 +39,37 @@ MALFORMED: list[tuple[bytes, str]] = [
     (b'"just a string"', "not_object"),
     (b"", "empty"),
     (b'{"event_id": "m2", "entity_id": "c", "ts": 1}', "missing_field"),
-    (b'{"event_id": "m3", "entity_id": "c", "ts": 1, "amount": "12.5", "merchant_risk": 0.1,'
-     b' "velocity_1h": 1, "distance_km": 1, "hour": 1, "is_foreign": 0, "channel": "web",'
-     b' "mcc": "5411", "is_fraud": 0}', "wrong_type"),
-    (b'{"event_id": "m4", "entity_id": "c", "ts": 1, "amount": 1.0, "merchant_risk": 0.1,'
-     b' "velocity_1h": 1, "distance_km": 1, "hour": 1, "is_foreign": 0, "channel": "web",'
-     b' "mcc": "5411", "is_fraud": 7}', "wrong_type"),
+    (
+        b'{"event_id": "m3", "entity_id": "c", "ts": 1, "amount": "12.5", "merchant_risk": 0.1,'
+        b' "velocity_1h": 1, "distance_km": 1, "hour": 1, "is_foreign": 0, "channel": "web",'
+        b' "mcc": "5411", "is_fraud": 0}',
+        "wrong_type",
+    ),
+    (
+        b'{"event_id": "m4", "entity_id": "c", "ts": 1, "amount": 1.0, "merchant_risk": 0.1,'
+        b' "velocity_1h": 1, "distance_km": 1, "hour": 1, "is_foreign": 0, "channel": "web",'
+        b' "mcc": "5411", "is_fraud": 7}',
+        "wrong_type",
+    ),
     (b'{"event_id": "m5", "pad": "' + b"x" * 70_000 + b'"}', "oversized"),
 ]
 
 
-def fraud_config(tmp_path: Path, topic: str, broker: str, redis_url: str, prefix: str,
-                 connect_timeout_s: float = 30) -> Path:
+def fraud_config(
+    tmp_path: Path,
+    topic: str,
+    broker: str,
+    redis_url: str,
+    prefix: str,
+    connect_timeout_s: float = 30,
+) -> Path:
     config = yaml.safe_load((ROOT / "examples/fraud/config.yaml").read_text())
-    config["kafka"] = {"bootstrap": broker, "session_timeout_ms": 6000,
-                       "heartbeat_interval_ms": 500, "connect_timeout_s": connect_timeout_s}
+    config["kafka"] = {
+        "bootstrap": broker,
+        "session_timeout_ms": 6000,
+        "heartbeat_interval_ms": 500,
+        "connect_timeout_s": connect_timeout_s,
+    }
     config["redis"] = {"url": redis_url, "prefix": prefix}
     config["metrics"] = {"host": "127.0.0.1", "port": free_port()}
     pipeline = config["pipelines"][0]
@@ -120,8 +136,10 @@ def test_every_event_scored_every_bad_one_dead_lettered(
         assert int(stored["ts"]) <= int(event["ts"])
         assert 0 < client.pttl(f"{prefix}:fraud:pred:{entity}") <= 604_800_000
     # Within a partition events arrive in order, so the hash holds the entity's last event.
-    assert sum(client.hget(f"{prefix}:fraud:pred:{e}", "event_id") == ev["event_id"]
-               for e, ev in latest.items()) == len(latest)
+    assert sum(
+        client.hget(f"{prefix}:fraud:pred:{e}", "event_id") == ev["event_id"]
+        for e, ev in latest.items()
+    ) == len(latest)
 
     # Offsets committed up to the end of every partition.
     committed = committed_offsets(broker, f"group-{topic}")
@@ -141,11 +159,16 @@ def test_every_event_scored_every_bad_one_dead_lettered(
     assert metrics[f"streamlearn_events_consumed_total{{{label}}}"] == total
     assert metrics[f"streamlearn_predictions_total{{{label}}}"] == EVENTS
     assert metrics[f"streamlearn_learned_total{{{label}}}"] == EVENTS
-    invalid = {k: v for k, v in metrics.items() if k.startswith("streamlearn_events_invalid_total{")}
+    invalid = {
+        k: v for k, v in metrics.items() if k.startswith("streamlearn_events_invalid_total{")
+    }
     assert sum(invalid.values()) == len(MALFORMED)
     assert metrics[f"streamlearn_event_latency_seconds_count{{{label}}}"] == EVENTS
-    auc = [v for k, v in metrics.items()
-           if k.startswith("streamlearn_model_score{") and 'metric="auc"' in k and label in k]
+    auc = [
+        v
+        for k, v in metrics.items()
+        if k.startswith("streamlearn_model_score{") and 'metric="auc"' in k and label in k
+    ]
     assert auc and auc[0] > 0.6
 
 
@@ -157,7 +180,10 @@ def test_cli_run_stops_cleanly_on_sigterm(
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     proc = subprocess.Popen(
         [sys.executable, "-m", "streamlearn", "run", str(path)],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     client = redis.Redis.from_url(redis_url)
     deadline = time.monotonic() + 60
@@ -175,11 +201,17 @@ def test_cli_run_stops_cleanly_on_sigterm(
 
 def test_unreachable_broker_is_a_clear_error(tmp_path: Path, redis_url: str) -> None:
     # Short start-up patience so the test is quick; the default is a minute of backoff.
-    path = fraud_config(tmp_path, "nowhere", f"127.0.0.1:{free_port()}", redis_url, "x",
-                        connect_timeout_s=2)
+    path = fraud_config(
+        tmp_path, "nowhere", f"127.0.0.1:{free_port()}", redis_url, "x", connect_timeout_s=2
+    )
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    result = subprocess.run([sys.executable, "-m", "streamlearn", "run", str(path)], env=env,
-                            capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [sys.executable, "-m", "streamlearn", "run", str(path)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
     assert "unreachable" in result.stderr and "STREAMLEARN_KAFKA_BOOTSTRAP" in result.stderr
@@ -192,4 +224,3 @@ def test_demo_malformed_samples_are_all_rejected() -> None:
     schema = load_config(ROOT / "examples/fraud/config.yaml", env={}).pipelines[0].schema_
     decoded = EventDecoder(schema).decode(list(MALFORMED_SAMPLES))
     assert len(decoded) == 0 and len(decoded.rejected) == len(MALFORMED_SAMPLES)
-

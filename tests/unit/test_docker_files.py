@@ -319,7 +319,8 @@ def dockerfile_instructions() -> list[tuple[str, str]]:
 
 
 def test_dockerfile_copy_sources_exist_and_are_not_ignored() -> None:
-    ignored = (ROOT / ".dockerignore").read_text(encoding="utf-8").split()
+    lines = (ROOT / ".dockerignore").read_text(encoding="utf-8").splitlines()
+    ignored = [line.strip() for line in lines if line.strip() and not line.startswith("#")]
     copies = [args for op, args in dockerfile_instructions() if op == "COPY"]
     sources = [s for a in copies if not a.startswith("--from") for s in shlex.split(a)[:-1]]
     assert "pyproject.toml" in sources

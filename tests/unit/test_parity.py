@@ -13,20 +13,27 @@ from streamlearn.pipeline import Pipeline
 
 def phishing_events(dataset):
     for i, (x, y) in enumerate(dataset):
-        yield {"event_id": f"e{i}", "entity_id": f"site-{i % 50}", "ts": i, **x,
-               "is_phishing": int(y)}
+        yield {
+            "event_id": f"e{i}",
+            "entity_id": f"site-{i % 50}",
+            "ts": i,
+            **x,
+            "is_phishing": int(y),
+        }
 
 
 def engine_accuracy(dataset, batch_size: int) -> float:
     first, _ = next(iter(dataset))
-    config = PipelineConfig.model_validate({
-        "name": "phishing",
-        "source": {"topic": "sites"},
-        "schema": {"target": "is_phishing", "features": dict.fromkeys(first, "float")},
-        "model": {"estimator": "river.linear_model.LogisticRegression", "scale": True},
-        "batching": {"min_size": batch_size, "max_size": batch_size},
-        "drift": {"detector": "none"},
-    })
+    config = PipelineConfig.model_validate(
+        {
+            "name": "phishing",
+            "source": {"topic": "sites"},
+            "schema": {"target": "is_phishing", "features": dict.fromkeys(first, "float")},
+            "model": {"estimator": "river.linear_model.LogisticRegression", "scale": True},
+            "batching": {"min_size": batch_size, "max_size": batch_size},
+            "drift": {"detector": "none"},
+        }
+    )
     pipeline = Pipeline(config)
     accuracy = metrics.Accuracy()
     events = phishing_events(dataset)
