@@ -14,7 +14,7 @@ import numpy as np
 import redis
 
 from connectors.retry import retry
-from streamlearn.errors import ServiceUnavailable
+from streamlearn.errors import OutputBackpressure, ServiceUnavailable
 
 # KEYS: one prediction hash per entity. ARGV: ttl_ms, then 5 values per key.
 _WRITE_SCRIPT = """
@@ -104,7 +104,10 @@ class PredictionStore:
                 scores[start:stop], labels[start:stop], ts[start:stop], events[start:stop]
             ):
                 args += (repr(s), lab, version, t, ev, scored_at)
-            written += int(self._script(keys=keys, args=args))
+            try:
+                written += int(self._script(keys=keys, args=args))
+            except redis.RedisError as exc:
+                raise OutputBackpressure(f"writing predictions to Redis failed: {exc}") from exc
         return written
 
     def read(self, entity_id: str) -> dict[str, str] | None:
