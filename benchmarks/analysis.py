@@ -6,6 +6,7 @@ over time, and how long and how much accuracy a model loses after an abrupt drif
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 
 import numpy as np
@@ -64,7 +65,10 @@ def window_auc(scores: np.ndarray, labels: np.ndarray) -> float | None:
 
 
 def auc_curve(
-    scores: np.ndarray, labels: np.ndarray, start: int = 0, step: int = AUC_STEP,
+    scores: np.ndarray,
+    labels: np.ndarray,
+    start: int = 0,
+    step: int = AUC_STEP,
     window: int = AUC_WINDOW,
 ) -> list[tuple[int, float]]:
     """Prequential AUC every ``step`` events: ``(events seen, AUC of the trailing window)``.
@@ -91,7 +95,7 @@ class DriftRecovery:
     """How a model fared after an abrupt drift at event ``drift_at``.
 
     ``loss`` is the area between the pre-drift level and the AUC curve where the curve is below
-    it, over the post-drift horizon (AUC × events); ``recovered_after`` is the number of events
+    it, over the post-drift horizon (AUC x events); ``recovered_after`` is the number of events
     after the drift until the curve is back within :data:`RECOVERY_TOLERANCE` of the pre-drift
     level at two checkpoints running (None if it never is within the horizon).
     """
@@ -115,13 +119,13 @@ def drift_recovery(
     >>> r.recovered_after, r.loss > 0
     (4000, True)
     """
-    pre = window_auc(scores[drift_at - PRE_DRIFT_EVENTS : drift_at],
-                     labels[drift_at - PRE_DRIFT_EVENTS : drift_at]) or float("nan")
+    begin = max(0, drift_at - PRE_DRIFT_EVENTS)
+    pre = window_auc(scores[begin:drift_at], labels[begin:drift_at]) or float("nan")
     end = min(len(scores), drift_at + horizon)
     curve = auc_curve(scores[:end], labels[:end], start=drift_at)
     loss = sum(max(0.0, pre - auc) * AUC_STEP for _, auc in curve)
     recovered = None
-    for (first, a), (_, b) in zip(curve, curve[1:], strict=False):
+    for (first, a), (_, b) in itertools.pairwise(curve):
         if min(a, b) >= pre - RECOVERY_TOLERANCE:
             recovered = first - drift_at
             break

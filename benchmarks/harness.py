@@ -30,6 +30,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, default=RESULTS, help="where results are written")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
+    # kafka-python warns about slow event-loop tasks whenever the machine is busy: noise here.
+    logging.getLogger("kafka").setLevel(logging.ERROR)
     results = run(plans.QUICK if args.quick else plans.FULL, quick=args.quick)
     json_path, md_path = write(results, args.out)
     print(f"results written to {json_path} and {md_path}")
@@ -41,8 +43,11 @@ def run(plan: plans.Plan, quick: bool) -> dict[str, Any]:
     machine = machine_info()
     started = time.monotonic()
     runs: dict[str, dict[str, dict[str, Any]]] = {}
-    with EmbeddedBroker() as broker, EmbeddedRedis() as redis_server, \
-            LoadGenerator(broker.bootstrap) as load:
+    with (
+        EmbeddedBroker() as broker,
+        EmbeddedRedis() as redis_server,
+        LoadGenerator(broker.bootstrap) as load,
+    ):
         services = Services(broker.bootstrap, redis_server.url, load)
         top = plans.max_throughput(plan)
         runs[top.name] = _all_variants(top, services)
@@ -81,13 +86,22 @@ def _all_variants(scenario: Scenario, services: Services) -> dict[str, dict[str,
 
 
 def _line(f: dict[str, Any], seconds: float) -> str:
-    latency = (f" p50 {f['p50_ms']:.0f} ms p99 {f['p99_ms']:.0f} ms within {f['within_target']:.1%}"
-               if "p99_ms" in f else "")
-    drift = (f" pre-drift AUC {f['pre_drift_auc']:.3f} recovered after {f['recovered_after']}"
-             f" loss {f['drift_loss']:.0f}" if "drift_loss" in f else "")
-    return (f"{f['scenario']:>16} {f['variant']:>10}: {f['processed']:>7,}/{f['produced']:<7,} "
-            f"{f['throughput']:>8,.0f} ev/s (offered {f['offered_rate']:,.0f}) mean batch "
-            f"{f['mean_batch']:.0f}{latency}{drift} [{seconds:.0f} s]")
+    latency = (
+        f" p50 {f['p50_ms']:.0f} ms p99 {f['p99_ms']:.0f} ms within {f['within_target']:.1%}"
+        if "p99_ms" in f
+        else ""
+    )
+    drift = (
+        f" pre-drift AUC {f['pre_drift_auc']:.3f} recovered after {f['recovered_after']}"
+        f" loss {f['drift_loss']:.0f}"
+        if "drift_loss" in f
+        else ""
+    )
+    return (
+        f"{f['scenario']:>16} {f['variant']:>10}: {f['processed']:>7,}/{f['produced']:<7,} "
+        f"{f['throughput']:>8,.0f} ev/s (offered {f['offered_rate']:,.0f}) mean batch "
+        f"{f['mean_batch']:.0f}{latency}{drift} [{seconds:.0f} s]"
+    )
 
 
 if __name__ == "__main__":

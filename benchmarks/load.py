@@ -76,14 +76,11 @@ class LoadGenerator:
         self._expect("prepared")
 
     def produce(self, topic: str, phases: Sequence[Phase], unpaced_events: int = 0) -> Produced:
-        """Send the prepared events to ``topic`` on the schedule; wait until all are acknowledged."""
-        self._conn.send(("produce", topic, list(phases), unpaced_events))
-        reply = self._expect("produced")
-        return Produced(events=reply[1], seconds=reply[2])
+        """Send the prepared events to ``topic`` on the schedule; wait for every acknowledgement."""
+        self.start_produce(topic, phases, unpaced_events)
+        return self.wait()
 
-    def start_produce(
-        self, topic: str, phases: Sequence[Phase], unpaced_events: int = 0
-    ) -> None:
+    def start_produce(self, topic: str, phases: Sequence[Phase], unpaced_events: int = 0) -> None:
         """Like :meth:`produce` but returns at once; collect the result with :meth:`wait`."""
         self._conn.send(("produce", topic, list(phases), unpaced_events))
 
@@ -133,13 +130,14 @@ def _serialise(seed: int, events: int, drift_at: int | None) -> list[tuple[bytes
     from streamlearn.generators.fraud import FraudGenerator
 
     generator = FraudGenerator(seed=seed, drift_at=drift_at)
-    return [
-        (orjson.dumps(e), str(e["entity_id"]).encode()) for e in generator.events(events)
-    ]
+    return [(orjson.dumps(e), str(e["entity_id"]).encode()) for e in generator.events(events)]
 
 
 def _send(
-    sink: Any, payloads: list[tuple[bytes, bytes]], topic: str, phases: list[Phase],
+    sink: Any,
+    payloads: list[tuple[bytes, bytes]],
+    topic: str,
+    phases: list[Phase],
     unpaced_events: int,
 ) -> tuple[int, float]:
     from connectors.kafka import ensure_topics
@@ -155,7 +153,11 @@ def _send(
 
 
 def _send_phase(
-    sink: Any, payloads: list[tuple[bytes, bytes]], topic: str, sent: int, count: int,
+    sink: Any,
+    payloads: list[tuple[bytes, bytes]],
+    topic: str,
+    sent: int,
+    count: int,
     rate: float | None,
 ) -> int:
     if sent + count > len(payloads):
@@ -163,7 +165,11 @@ def _send_phase(
     begun, end = time.monotonic(), sent + count
     while sent < end:
         # Send what is due by now (the record timestamp is the send time), then sleep a step.
-        due = end if rate is None else min(end, end - count + int((time.monotonic() - begun) * rate) + 1)
+        due = (
+            end
+            if rate is None
+            else min(end, end - count + int((time.monotonic() - begun) * rate) + 1)
+        )
         for value, key in payloads[sent:due]:
             sink.send(topic, value, key=key)
         sent = due

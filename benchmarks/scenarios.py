@@ -12,6 +12,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 from benchmarks.analysis import auc_curve, drift_recovery, latency_summary
 from benchmarks.load import LoadGenerator, Phase, Produced, phases_events
 from benchmarks.recording import BenchmarkApp, RecordingHooks
@@ -98,7 +100,10 @@ def _wait_until_assigned(app: BenchmarkApp, processor: threading.Thread) -> None
 
 
 def _figures(
-    variant: Variant, scenario: Scenario, produced: Produced, hooks: RecordingHooks,
+    variant: Variant,
+    scenario: Scenario,
+    produced: Produced,
+    hooks: RecordingHooks,
     app: BenchmarkApp,
 ) -> dict[str, Any]:
     busy_s = (hooks.last_written_at or 0.0) - (hooks.first_consumed_at or 0.0)
@@ -112,6 +117,9 @@ def _figures(
         "batches": len(hooks.batch_sizes),
         "mean_batch": round(hooks.predicted / max(1, len(hooks.batch_sizes)), 1),
         "max_batch": max(hooks.batch_sizes, default=0),
+        "batch_size_p10_p50_p90": [
+            int(x) for x in np.percentile(hooks.batch_sizes or [0], [10, 50, 90])
+        ],
         "triggers": dict(hooks.triggers),
         "drifts_detected": len(hooks.drifts),
         "stage_us_per_event": {

@@ -33,8 +33,14 @@ def latency_check(runs: Runs, scenarios: list[str]) -> dict[str, Any]:
         variants = runs[name]
         meeting = [v for v in _fixed(variants) if meets_target(variants[v])]
         adaptive = meets_target(variants[ADAPTIVE])
-        rows.append({"scenario": name, "fixed_meeting": meeting, "adaptive_meets": adaptive,
-                     "pass": adaptive or not meeting})
+        rows.append(
+            {
+                "scenario": name,
+                "fixed_meeting": meeting,
+                "adaptive_meets": adaptive,
+                "pass": adaptive or not meeting,
+            }
+        )
     return {"rows": rows, "pass": all(r["pass"] for r in rows)}
 
 
@@ -58,18 +64,22 @@ def throughput_check(runs: Runs, steady: list[str], max_run: str) -> dict[str, A
     if top_meeting:
         best = max(top_meeting, key=lambda v: runs[max_run][v]["throughput"])
         rows.append(_ratio_row(max_run, best, runs[max_run]))
-    return {"rows": rows,
-            "pass": bool(rows) and all(r["ratio"] >= THROUGHPUT_SHARE for r in rows)}
+    return {"rows": rows, "pass": bool(rows) and all(r["ratio"] >= THROUGHPUT_SHARE for r in rows)}
 
 
 def _ratio_row(scenario: str, best: str, variants: dict[str, Any]) -> dict[str, Any]:
     ours, theirs = variants[ADAPTIVE]["throughput"], variants[best]["throughput"]
-    return {"scenario": scenario, "best_fixed": best, "best_throughput": theirs,
-            "adaptive_throughput": ours, "ratio": round(ours / theirs, 3) if theirs else 0.0}
+    return {
+        "scenario": scenario,
+        "best_fixed": best,
+        "best_throughput": theirs,
+        "adaptive_throughput": ours,
+        "ratio": round(ours / theirs, 3) if theirs else 0.0,
+    }
 
 
 def drift_check(runs: Runs, drift_run: str, max_run: str) -> dict[str, Any]:
-    """After drift: adaptive's accuracy loss ≤ 1.25× size 1's, its throughput ≥ 10× size 1's.
+    """After drift: adaptive's accuracy loss ≤ 1.25x size 1's, its throughput ≥ 10x size 1's.
 
     >>> runs = {"d": {"fixed-1": {"drift_loss": 100.0, "throughput": 900.0},
     ...               "adaptive": {"drift_loss": 110.0, "throughput": 3000.0}},
@@ -88,6 +98,7 @@ def drift_check(runs: Runs, drift_run: str, max_run: str) -> dict[str, Any]:
         "loss_ratio": round(loss_ratio, 3),
         "throughput_ratio": round(throughput_ratio, 2),
         "drift_scenario_throughput_ratio": round(
-            drift[ADAPTIVE]["throughput"] / max(drift[SIZE_1]["throughput"], 1e-9), 2),
+            drift[ADAPTIVE]["throughput"] / max(drift[SIZE_1]["throughput"], 1e-9), 2
+        ),
         "pass": loss_ratio <= DRIFT_LOSS_RATIO and throughput_ratio >= DRIFT_THROUGHPUT_RATIO,
     }

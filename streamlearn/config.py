@@ -147,6 +147,7 @@ class DriftConfig(_Strict):
 
     detector: Literal["adwin", "page_hinkley", "kswin", "none"] = "adwin"
     params: dict[str, Any] = Field(default_factory=dict)
+    grace_events: int = Field(default=1000, ge=0)
 
 
 class OutputsConfig(_Strict):

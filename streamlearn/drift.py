@@ -82,3 +82,48 @@ class DriftMonitor:
     def reset(self) -> None:
         """Forget everything seen so far (the count of detections is kept)."""
         self._detector = self._build()
+
+
+class ClassErrorDrift:
+    """Drift in a binary classifier's errors, watched per class.
+
+    With rare positives (1-2 % fraud) the overall error rate barely moves when the positive
+    pattern changes, so one detector watches the positives' miss error ``1 - p`` and another the
+    negatives' false-alarm error ``p``. A detection within ``grace`` labelled events of the start
+    or of the previous detection is not reported: that is the model still (re)learning.
+
+    Examples
+    --------
+    >>> rng = np.random.default_rng(1)
+    >>> watch = ClassErrorDrift("adwin", grace=500)
+    >>> labels = rng.random(20_000) < 0.02
+    >>> before = np.where(labels, 0.7, 0.02) + rng.normal(0, 0.05, 20_000)
+    >>> any(watch.update(b, l) for b, l in zip(np.split(before, 100), np.split(labels, 100)))
+    False
+    >>> after = np.where(labels, 0.05, 0.02) + rng.normal(0, 0.05, 20_000)
+    >>> any(watch.update(a, l) for a, l in zip(np.split(after, 100), np.split(labels, 100)))
+    True
+    """
+
+    def __init__(
+        self, detector: str = "adwin", params: dict[str, Any] | None = None, grace: int = 1000
+    ) -> None:
+        self.missed = DriftMonitor(detector, params)
+        self.false_alarms = DriftMonitor(detector, params)
+        self.grace = grace
+        self.seen = 0
+        self.detections = 0
+        self._quiet_until = grace
+
+    def update(self, scores: np.ndarray, labels: np.ndarray) -> bool:
+        """Feed one batch of served scores and their true labels; return whether it drifted."""
+        positive = np.asarray(labels, dtype=bool)
+        scores = np.clip(np.asarray(scores, dtype=float), 0.0, 1.0)
+        fired = self.missed.update(1.0 - scores[positive])
+        fired = self.false_alarms.update(scores[~positive]) or fired
+        self.seen += len(positive)
+        if not fired or self.seen < self._quiet_until:
+            return False
+        self.detections += 1
+        self._quiet_until = self.seen + self.grace
+        return True

@@ -21,7 +21,7 @@ from streamlearn.features import FeatureBatch, Featurizer
 from streamlearn.models import BatchModel, build_model
 
 if TYPE_CHECKING:
-    from streamlearn.drift import DriftMonitor
+    from streamlearn.drift import ClassErrorDrift
 
 
 @dataclass(slots=True)
@@ -78,7 +78,7 @@ class Pipeline:
         config: PipelineConfig,
         model: BatchModel | None = None,
         evaluator: PrequentialEvaluator | None = None,
-        drift: DriftMonitor | None = None,
+        drift: ClassErrorDrift | None = None,
         clock_ms: Callable[[], int] | None = None,
         metrics_interval_ms: int = 1000,
     ) -> None:
@@ -117,9 +117,7 @@ class Pipeline:
             return LearnOutcome(learned=0)
         scores, truth = scored.scores[labelled], targets[labelled].astype(bool)
         self.evaluator.update(scores, truth)
-        drifted = (
-            bool(self.drift.update(self.evaluator.errors(scores, truth))) if self.drift else False
-        )
+        drifted = self.drift.update(scores, truth) if self.drift is not None else False
         learned = self.model.learn(scored.features, targets)
         return LearnOutcome(learned=learned, drift=drifted, metrics=self._metrics())
 
@@ -131,10 +129,10 @@ class Pipeline:
         return self.evaluator.scores()
 
 
-def _drift_monitor(config: PipelineConfig) -> DriftMonitor | None:
+def _drift_monitor(config: PipelineConfig) -> ClassErrorDrift | None:
     settings = config.drift
     if settings.detector == "none":
         return None
-    from streamlearn.drift import DriftMonitor
+    from streamlearn.drift import ClassErrorDrift
 
-    return DriftMonitor(settings.detector, dict(settings.params))
+    return ClassErrorDrift(settings.detector, dict(settings.params), grace=settings.grace_events)

@@ -382,6 +382,8 @@ KINDS: dict[str, tuple[Any, str | None]] = {
     "float_hour": (lambda i: raw(i, hour=0.5), "wrong_type"),
     "bool_id": (lambda i: raw(i, event_id=True), "wrong_type"),
     "bad_target": (lambda i: raw(i, y=2), "wrong_type"),
+    "empty_id": (lambda i: raw(i, event_id=""), "wrong_type"),
+    "negative_ts": (lambda i: raw(i, ts=-i - 1), "out_of_range"),
 }
 
 

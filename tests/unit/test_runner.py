@@ -1,0 +1,507 @@
+"""The pipeline loop against in-memory fakes of its ports: stopping, writing, committing, retrying."""
+
+from __future__ import annotations
+
+import functools
+import threading
+from collections import Counter, deque
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+import pytest
+
+from streamlearn.batch import RawBatch
+from streamlearn.batching import AdaptiveBatcher
+from streamlearn.config import BatchingConfig, PipelineConfig, load_config
+from streamlearn.drift import DriftMonitor
+from streamlearn.errors import OutputBackpressure, StreamlearnError
+from streamlearn.hooks import PipelineHooks
+from streamlearn.pipeline import Pipeline, ScoredBatch
+from streamlearn.runner import PipelineRunner, RunStats
+from streamlearn.workloads import MALFORMED_SAMPLES, task_events
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "fraud" / "config.yaml"
+MESSAGE_TS_MS = 1_000_000
+HOOKS = [name for name in dir(PipelineHooks) if name.startswith("on_")]
+
+
+@functools.cache
+def fraud_config() -> PipelineConfig:
+    return load_config(EXAMPLE, env={}).pipelines[0]
+
+
+def fraud_values(n: int, seed: int = 0) -> list[bytes]:
+    return [orjson.dumps(e) for e in task_events("fraud", seed=seed, drift_at=None)(n)]
+
+
+# --- fakes of the ports ----------------------------------------------------------------------
+
+
+class TickingClock:
+    """Monotonic seconds that move a little on every read, so every stage takes some time."""
+
+    def __init__(self, step: float = 0.0005) -> None:
+        self.now = 0.0
+        self.step = step
+
+    def __call__(self) -> float:
+        self.now += self.step
+        return self.now
+
+
+@dataclass
+class Message:
+    topic: str
+    partition: int
+    offset: int
+    value: bytes | None
+
+
+def messages(values: list[bytes | None], partitions: int = 2) -> list[Message]:
+    """Values spread round-robin over partitions, partition p's offsets starting at 100·(p + 1)."""
+    out, next_offset = [], {p: 100 * (p + 1) for p in range(partitions)}
+    for i, value in enumerate(values):
+        p = i % partitions
+        out.append(Message("transactions", p, next_offset[p], value))
+        next_offset[p] += 1
+    return out
+
+
+class FakeSource:
+    """A Source over a list of messages; honours pause; can set ``stop`` once drained."""
+
+    def __init__(
+        self,
+        pending: list[Message],
+        clock: TickingClock,
+        log: list[tuple[str, Any]],
+        stop_when_drained: threading.Event | None = None,
+    ) -> None:
+        self.pending = deque(pending)
+        self.clock = clock
+        self.log = log
+        self.stop_when_drained = stop_when_drained
+        self.paused = False
+        self.commits: list[dict[tuple[str, int], int]] = []
+        self.commit_errors: list[Exception] = []
+        self.closed = False
+
+    def poll(self, max_records: int, timeout_s: float, into: RawBatch) -> int:
+        assert timeout_s >= 0
+        if self.paused:
+            self.log.append(("poll while paused", timeout_s))
+            return 0
+        if not self.pending and self.stop_when_drained is not None:
+            self.stop_when_drained.set()
+        n = 0
+        while self.pending and n < max_records:
+            m = self.pending.popleft()
+            into.append(m.topic, m.partition, m.offset, None, m.value, MESSAGE_TS_MS, self.clock())
+            n += 1
+        return n
+
+    def commit(self, offsets: dict[tuple[str, int], int]) -> None:
+        self.log.append(("commit", dict(offsets)))
+        if self.commit_errors:
+            raise self.commit_errors.pop(0)
+        self.commits.append(dict(offsets))
+
+    def pause_all(self) -> None:
+        self.log.append(("pause", None))
+        self.paused = True
+
+    def resume_all(self) -> None:
+        self.log.append(("resume", None))
+        self.paused = False
+
+    def lag(self) -> dict[int, int]:
+        return dict(Counter(m.partition for m in self.pending))
+
+    def close(self) -> None:
+        self.closed = True
+
+
+class FakeOutputs:
+    """An OutputWriter that keeps what it was given, after failing ``failures`` times."""
+
+    def __init__(
+        self,
+        log: list[tuple[str, Any]],
+        failures: int = 0,
+        error: Exception | None = None,
+        on_failure: threading.Event | None = None,
+    ) -> None:
+        self.log = log
+        self.failures = failures
+        self.error = error or OutputBackpressure("redis is not answering")
+        self.on_failure = on_failure
+        self.written: list[ScoredBatch] = []
+
+    def write(self, scored: ScoredBatch) -> None:
+        if self.failures:
+            self.failures -= 1
+            self.log.append(("write failed", len(scored.raw)))
+            if self.on_failure is not None:
+                self.on_failure.set()
+            raise self.error
+        self.log.append(("write", len(scored.raw)))
+        self.written.append(scored)
+
+    @property
+    def raw_values(self) -> list[bytes | None]:
+        return [v for s in self.written for v in s.raw.values]
+
+
+class RecordingHooks(PipelineHooks):
+    """Remembers every hook call, in order, with its arguments."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, tuple[Any, ...]]] = []
+        for name in HOOKS:
+            setattr(self, name, functools.partial(self._record, name))
+
+    def _record(self, name: str, *args: Any) -> None:
+        self.calls.append((name, args))
+
+    def args(self, name: str) -> list[tuple[Any, ...]]:
+        return [args for called, args in self.calls if called == name]
+
+    def total(self, name: str) -> int:
+        return sum(args[-1] for args in self.args(name))
+
+
+class RecordingBatcher(AdaptiveBatcher):
+    """The real batcher, counting drift signals."""
+
+    drift_signals = 0
+
+    def signal_drift(self) -> None:
+        self.drift_signals += 1
+        super().signal_drift()
+
+
+class AlwaysDrift(DriftMonitor):
+    """A detector that fires on every labelled batch."""
+
+    def update(self, errors: np.ndarray) -> bool:
+        return True
+
+
+@dataclass
+class Rig:
+    runner: PipelineRunner
+    source: FakeSource
+    outputs: FakeOutputs
+    hooks: RecordingHooks
+    batcher: RecordingBatcher
+    stop: threading.Event
+    log: list[tuple[str, Any]] = field(default_factory=list)
+
+    def run(self, max_events: int | None = None) -> RunStats:
+        return self.runner.run(self.stop, max_events=max_events)
+
+    def triggers(self) -> list[str]:
+        return [args[2] for args in self.hooks.args("on_batch_closed")]
+
+    def batch_sizes(self) -> list[int]:
+        return [args[1] for args in self.hooks.args("on_batch_closed")]
+
+
+def rig(
+    values: list[bytes | None],
+    *,
+    size: int = 16,
+    stop_when_drained: bool = True,
+    failures: int = 0,
+    error: Exception | None = None,
+    pipeline: Pipeline | None = None,
+    wall_ms: int = MESSAGE_TS_MS + 250,
+    max_wait_ms: float = 10_000,
+    latency_target_ms: float = 100,
+    stop_on_write_failure: bool = False,
+) -> Rig:
+    clock = TickingClock()
+    log: list[tuple[str, Any]] = []
+    stop = threading.Event()
+    source = FakeSource(messages(values), clock, log, stop if stop_when_drained else None)
+    outputs = FakeOutputs(log, failures, error, on_failure=stop if stop_on_write_failure else None)
+    hooks = RecordingHooks()
+    settings = BatchingConfig(
+        min_size=size,
+        max_size=size,
+        max_wait_ms=max_wait_ms,
+        latency_target_ms=latency_target_ms,
+    )
+    batcher = RecordingBatcher(settings, clock=clock)
+    pipeline = pipeline or Pipeline(fraud_config(), clock_ms=lambda: wall_ms)
+    runner = PipelineRunner(
+        pipeline,
+        source,
+        outputs,
+        batcher,
+        hooks=hooks,
+        clock=clock,
+        wall_ms=lambda: wall_ms,
+        retry_backoff_s=(0.001, 0.002),
+        lag_interval_s=0.0,
+    )
+    return Rig(runner, source, outputs, hooks, batcher, stop, log)
+
+
+def last_offsets(consumed: list[Message]) -> dict[tuple[str, int], int]:
+    out: dict[tuple[str, int], int] = {}
+    for m in consumed:
+        out[(m.topic, m.partition)] = max(out.get((m.topic, m.partition), 0), m.offset + 1)
+    return out
+
+
+def merged(commits: list[dict[tuple[str, int], int]]) -> dict[tuple[str, int], int]:
+    out: dict[tuple[str, int], int] = {}
+    for commit in commits:
+        for tp, offset in commit.items():
+            assert offset > out.get(tp, -1), "commits must move forward"
+            out[tp] = offset
+    return out
+
+
+def events_in(log: list[tuple[str, Any]]) -> Iterator[str]:
+    return (kind for kind, _ in log)
+
+
+# --- stopping --------------------------------------------------------------------------------
+
+
+def test_max_events_consumes_exactly_n_then_writes_and_commits_them_all() -> None:
+    values: list[bytes | None] = list(fraud_values(100))
+    r = rig(values, size=16, stop_when_drained=False)
+    stats = r.run(max_events=70)
+    assert stats.consumed == 70
+    assert len(r.source.pending) == 30  # nothing read beyond the limit
+    assert r.outputs.raw_values == values[:70]
+    assert stats.predicted + stats.invalid == 70
+    assert stats.batches == 5
+    assert r.batch_sizes() == [16, 16, 16, 16, 6]
+    assert r.triggers() == ["size"] * 4 + ["shutdown"]
+    assert r.hooks.total("on_consumed") == 70
+    consumed = messages(values)[:70]
+    assert merged(r.source.commits) == last_offsets(consumed)
+    assert merged(r.source.commits) == {("transactions", 0): 135, ("transactions", 1): 235}
+
+
+def test_max_events_below_one_batch_is_one_shutdown_batch() -> None:
+    values: list[bytes | None] = list(fraud_values(10))
+    r = rig(values, size=16, stop_when_drained=False)
+    stats = r.run(max_events=5)
+    assert (stats.consumed, stats.batches) == (5, 1)
+    assert r.triggers() == ["shutdown"]
+    assert r.outputs.raw_values == values[:5]
+    assert r.source.commits == [{("transactions", 0): 103, ("transactions", 1): 202}]
+
+
+def test_stop_processes_the_buffer_as_a_final_shutdown_batch() -> None:
+    values: list[bytes | None] = list(fraud_values(40))
+    r = rig(values, size=32)
+    stats = r.run()  # the source sets `stop` once it has nothing more
+    assert r.stop.is_set()
+    assert stats.consumed == 40
+    assert r.triggers() == ["size", "shutdown"]
+    assert r.batch_sizes() == [32, 8]
+    assert r.outputs.raw_values == values
+    assert merged(r.source.commits) == last_offsets(messages(values))
+
+
+def test_stop_before_anything_was_read_returns_at_once() -> None:
+    r = rig(list(fraud_values(5)))
+    r.stop.set()
+    stats = r.run()
+    assert stats == RunStats()
+    assert len(r.source.pending) == 5
+    assert r.source.commits == []
+    assert r.outputs.written == []
+
+
+def test_each_batch_is_written_then_committed() -> None:
+    values: list[bytes | None] = list(fraud_values(48))
+    r = rig(values, size=16)
+    r.run()
+    kinds = [k for k in events_in(r.log) if k in ("write", "commit")]
+    assert kinds == ["write", "commit"] * 3
+    for scored, commit in zip(r.outputs.written, r.source.commits):
+        assert commit == scored.raw.commit_offsets
+
+
+def test_batches_are_scored_before_they_are_learned() -> None:
+    # Prequential order: batch k is scored by the model that learned batches 0..k-1.
+    r = rig(list(fraud_values(64)), size=16)
+    r.run()
+    assert [s.model_version for s in r.outputs.written] == [0, 1, 2, 3]
+    assert r.runner.stats.learned == 64
+    assert r.hooks.args("on_model_version")[-1] == ("fraud", 4)
+
+
+# --- outputs that fail -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "error",
+    [OutputBackpressure("redis is busy"), ConnectionError("refused"), OSError("broken pipe")],
+)
+def test_output_failure_pauses_retries_and_resumes_without_losing_data(error: Exception) -> None:
+    values: list[bytes | None] = list(fraud_values(48))
+    r = rig(values, size=16, failures=3, error=error)
+    stats = r.run()
+    assert stats.consumed == 48
+    assert r.outputs.raw_values == values  # every message written, once, in order
+    assert merged(r.source.commits) == last_offsets(messages(values))
+    kinds = list(events_in(r.log))
+    first_failure = kinds.index("write failed")
+    # Paused on the first failure, retried, resumed once the write went through, then committed.
+    assert kinds[first_failure : first_failure + 2] == ["write failed", "pause"]
+    assert kinds.count("pause") == kinds.count("resume") == 1
+    assert kinds.count("write failed") == 3
+    success = kinds.index("write")
+    assert kinds[success : success + 3] == ["write", "resume", "commit"]
+    assert "commit" not in kinds[:success]
+    # While paused the loop keeps polling (to stay in the group) but gets nothing.
+    assert "poll while paused" in kinds[first_failure:success]
+    assert r.hooks.args("on_ready") == [(False,), (True,)]
+
+
+def test_stop_during_an_outage_still_finishes_the_batch() -> None:
+    values: list[bytes | None] = list(fraud_values(10))
+    r = rig(values, size=16, stop_when_drained=False, failures=2, stop_on_write_failure=True)
+    stats = r.run(max_events=10)
+    assert r.stop.is_set()
+    assert stats.consumed == 10
+    assert r.outputs.raw_values == values
+    assert merged(r.source.commits) == last_offsets(messages(values))
+
+
+def test_an_unexpected_write_error_is_not_retried_or_committed() -> None:
+    r = rig(list(fraud_values(16)), size=16, failures=1, error=ValueError("a bug"))
+    with pytest.raises(ValueError, match="a bug"):
+        r.run()
+    assert r.source.commits == []
+    assert "pause" not in list(events_in(r.log))
+
+
+def test_a_failed_commit_does_not_stop_the_loop() -> None:
+    # A rebalance may take the partitions before the commit; the new owner replays them.
+    values: list[bytes | None] = list(fraud_values(32))
+    r = rig(values, size=16)
+    r.source.commit_errors.append(StreamlearnError("partitions were revoked"))
+    stats = r.run()
+    assert stats.batches == 2
+    assert r.outputs.raw_values == values
+    assert r.source.commits == [r.outputs.written[1].raw.commit_offsets]
+
+
+# --- what the hooks hear ---------------------------------------------------------------------
+
+
+def test_invalid_messages_are_counted_by_reason() -> None:
+    malformed: list[bytes | None] = [*MALFORMED_SAMPLES, None, b"x" * 70_000]
+    valid = fraud_values(30)
+    values: list[bytes | None] = []
+    for i, v in enumerate(valid):
+        values.append(v)
+        if i % 4 == 0:
+            values.append(malformed[(i // 4) % len(malformed)])
+    r = rig(values, size=16)
+    stats = r.run()
+    by_reason: Counter[str] = Counter()
+    for pipeline, reason, n in r.hooks.args("on_invalid"):
+        assert pipeline == "fraud"
+        by_reason[reason] += n
+    # Eight malformed messages: the seven kinds, then the first (not JSON) again.
+    assert by_reason == {
+        "not_json": 2,
+        "missing_field": 1,
+        "wrong_type": 1,
+        "not_object": 1,
+        "not_finite": 1,
+        "empty": 1,
+        "oversized": 1,
+    }
+    assert stats.invalid == 8
+    assert stats.predicted == 30
+    assert stats.consumed == 38
+    # Rejected messages are committed too: they went to the dead-letter output.
+    assert merged(r.source.commits) == last_offsets(messages(values))
+
+
+def test_one_latency_per_valid_event() -> None:
+    values: list[bytes | None] = [*fraud_values(20), b"{bad", None]
+    r = rig(values, size=8)
+    r.run()
+    latencies = [args[1] for args in r.hooks.args("on_predictions")]
+    assert sum(len(batch) for batch in latencies) == 20
+    # Message time → written, in seconds: the fake wall clock is 250 ms after every message.
+    assert np.concatenate(latencies).tolist() == [0.25] * 20
+    assert r.hooks.total("on_target_missed") == 20  # all over the 100 ms target
+
+
+def test_no_target_missed_when_latency_is_within_the_target() -> None:
+    r = rig(list(fraud_values(20)), size=8, wall_ms=MESSAGE_TS_MS + 20)
+    r.run()
+    assert r.hooks.args("on_target_missed") == []
+    assert np.concatenate([a[1] for a in r.hooks.args("on_predictions")]).max() == 0.02
+
+
+def test_drift_signals_the_batcher() -> None:
+    pipeline = Pipeline(fraud_config(), drift=AlwaysDrift(), clock_ms=lambda: 0)
+    values: list[bytes | None] = list(fraud_values(64))
+    r = rig(values, size=16, pipeline=pipeline)
+    r.run()
+    assert len(r.hooks.args("on_drift")) == r.batcher.drift_signals
+    assert r.batcher.drift_signals == r.runner.stats.batches >= 2
+    # A drift closes the next batch early, with its own trigger.
+    assert r.triggers()[0] == "size"
+    assert "drift" in r.triggers()[1:]
+    assert r.outputs.raw_values == values
+
+
+def test_no_drift_without_labels() -> None:
+    unlabelled = [
+        orjson.dumps({k: v for k, v in e.items() if k != "is_fraud"})
+        for e in task_events("fraud", seed=3, drift_at=None)(32)
+    ]
+    pipeline = Pipeline(fraud_config(), drift=AlwaysDrift(), clock_ms=lambda: 0)
+    r = rig(list(unlabelled), size=16, pipeline=pipeline)
+    stats = r.run()
+    assert r.batcher.drift_signals == 0
+    assert stats.learned == 0
+    assert stats.predicted == 32
+    assert r.hooks.args("on_learned") == []
+
+
+def test_stage_timings_and_batch_size_are_reported() -> None:
+    r = rig(list(fraud_values(32)), size=16)
+    r.run()
+    stages = r.hooks.args("on_stage")
+    assert [stage for _, stage, _ in stages] == ["score", "write", "learn", "commit"] * 2
+    assert all(seconds > 0 for _, _, seconds in stages)
+    assert r.hooks.calls[0] == ("on_batch_size", ("fraud", 16))
+    assert r.hooks.total("on_learned") == 32
+
+
+def test_lag_is_reported_from_the_source() -> None:
+    r = rig(list(fraud_values(40)), size=16, stop_when_drained=False)
+    r.run(max_events=40)
+    lags = [args[1] for args in r.hooks.args("on_lag")]
+    assert lags
+    assert lags[-1] == {}  # all read
+    assert all(isinstance(p, int) and n >= 0 for lag in lags for p, n in lag.items())
+
+
+def test_final_model_scores_are_reported_on_return() -> None:
+    r = rig(list(fraud_values(64)), size=16)
+    r.run()
+    name, scores = r.hooks.calls[-1][1]
+    assert r.hooks.calls[-1][0] == "on_model_score"
+    assert name == "fraud"
+    assert scores == r.runner.pipeline.evaluator.scores()
