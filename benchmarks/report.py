@@ -30,7 +30,7 @@ PACKAGES = (
 
 def machine_info() -> dict[str, Any]:
     """Where and when the run happened: cores, Python, package versions, the date (UTC)."""
-    versions = {}
+    versions: dict[str, str | None] = {}
     for name in PACKAGES:
         try:
             versions[name] = metadata.version(name)

@@ -14,11 +14,14 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from types import FrameType
 
+from redis import Redis
+
 from connectors.kafka import KafkaSink, KafkaSource, ensure_topics, wait_for_broker
 from connectors.outputs import BatchOutputs
 from connectors.prometheus import MetricsServer, PrometheusHooks
-from connectors.redis_store import PredictionStore, connect
+from connectors.redis_store import PredictionStore, RedisCheckpointStore, connect
 from streamlearn.batching import AdaptiveBatcher
+from streamlearn.checkpoint import Checkpointer
 from streamlearn.config import AppConfig, PipelineConfig
 from streamlearn.hooks import FanOutHooks, PipelineHooks
 from streamlearn.pipeline import Pipeline
@@ -112,11 +115,40 @@ class App:
             max_poll_records=config.source.poll_max_records,
             fetch_max_wait_ms=fetch_wait_ms(config.batching.latency_target_ms),
         )
+        pipeline = Pipeline(config)
+        checkpointer = self._restore(config, pipeline, client)
+        if checkpointer is not None:
+            # Read on from what the model learned, which may lie behind the group's commits.
+            source.on_assign = lambda parts: source.seek(checkpointer.resume_from(parts))
         runner = PipelineRunner(
-            Pipeline(config), source, outputs, AdaptiveBatcher(config.batching), self.hooks
+            pipeline,
+            source,
+            outputs,
+            AdaptiveBatcher(config.batching),
+            self.hooks,
+            checkpointer=checkpointer,
         )
         source.on_revoke = runner.revoke
         return runner
+
+    def _restore(
+        self, config: PipelineConfig, pipeline: Pipeline, client: Redis
+    ) -> Checkpointer | None:
+        if not config.checkpoint.enabled:
+            return None
+        store = RedisCheckpointStore(client, self.config.redis.prefix, config.name)
+        checkpointer = Checkpointer(store, pipeline, config.checkpoint.interval_s)
+        restored = checkpointer.restore()
+        if restored is not None:
+            log.info(
+                "%s: restored model version %d learned up to %s",
+                config.name,
+                restored.version,
+                restored.offsets,
+            )
+            self.hooks.on_model_version(config.name, restored.version)
+            self.hooks.on_checkpoint(config.name, restored.written_at)
+        return checkpointer
 
     def _run_all(self, max_events: int | None) -> dict[str, RunStats]:
         results: dict[str, RunStats] = {}

@@ -12,6 +12,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from streamlearn.config import load_config, service_defaults
 from streamlearn.errors import StreamlearnError
@@ -21,7 +22,7 @@ app = typer.Typer(
     no_args_is_help=True,
     help="Keep machine-learning models learning from live business events.",
 )
-console = Console(stderr=True)  # progress, errors
+console = Console(stderr=True, soft_wrap=True)  # progress, errors
 output = Console()  # results
 
 ConfigPath = Annotated[Path, typer.Argument(help="The YAML configuration file.")]
@@ -58,8 +59,9 @@ def check(config: ConfigPath) -> None:
     for pipeline in settings.pipelines:
         Pipeline(pipeline)  # builds the model, so a bad estimator or parameter shows here
         console.print(
-            f"[green]ok[/] pipeline [bold]{pipeline.name}[/]: topic {pipeline.source.topic}, "
-            f"{len(pipeline.schema_.features)} features, model {pipeline.model.estimator}"
+            f"[green]ok[/] pipeline [bold]{pipeline.name}[/]: topic "
+            f"{escape(pipeline.source.topic)}, {len(pipeline.schema_.features)} features, "
+            f"model {escape(pipeline.model.estimator)}"
         )
 
 
@@ -155,7 +157,7 @@ def main() -> None:
     try:
         app()
     except StreamlearnError as exc:
-        console.print(f"[red]error:[/] {exc}")
+        console.print(f"[red]error:[/] {escape(str(exc))}")
         sys.exit(2)
     except KeyboardInterrupt:
         sys.exit(130)

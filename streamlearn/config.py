@@ -150,6 +150,13 @@ class DriftConfig(_Strict):
     grace_events: int = Field(default=1000, ge=0)
 
 
+class CheckpointConfig(_Strict):
+    """How often the model and the offsets it learned up to are saved to Redis."""
+
+    enabled: bool = True
+    interval_s: float = Field(default=30.0, ge=0)
+
+
 class OutputsConfig(_Strict):
     """Where predictions and rejected events go."""
 
@@ -168,6 +175,7 @@ class PipelineConfig(_Strict):
     batching: BatchingConfig = Field(default_factory=BatchingConfig)
     outputs: OutputsConfig = Field(default_factory=OutputsConfig)
     drift: DriftConfig = Field(default_factory=DriftConfig)
+    checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig)
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
@@ -276,13 +284,15 @@ def parse_config(data: Any, env: Mapping[str, str] | None = None) -> AppConfig:
     if not isinstance(data, Mapping):
         raise ConfigError(f"invalid configuration: expected a mapping at the top, got {data!r}")
     merged: dict[str, Any] = dict(data)
+    overridden: dict[str, str] = {}
     for var, (section, key) in ENV_OVERRIDES.items():
         if env and env.get(var):
             merged[section] = {**(merged.get(section) or {}), key: env[var]}
+            overridden[f"{section}.{key}"] = var
     try:
         return AppConfig.model_validate(merged)
     except ValidationError as exc:
-        raise ConfigError(_describe(exc)) from None
+        raise ConfigError(_describe(exc, overridden)) from None
 
 
 def load_config(path: str | Path, env: Mapping[str, str] | None = None) -> AppConfig:
@@ -299,7 +309,7 @@ def load_config(path: str | Path, env: Mapping[str, str] | None = None) -> AppCo
     return parse_config(data, os.environ if env is None else env)
 
 
-def _describe(exc: ValidationError) -> str:
+def _describe(exc: ValidationError, overridden: Mapping[str, str]) -> str:
     lines = ["invalid configuration:"]
     for err in exc.errors():
         where = _location(err["loc"])
@@ -308,8 +318,12 @@ def _describe(exc: ValidationError) -> str:
             msg = "field required"
         elif err["type"] == "extra_forbidden":
             msg = "unknown key (check its spelling and indentation)"
+        elif err["type"] == "value_error":
+            msg = _expected(msg)  # our own validators already say what they got
         else:
             msg = f"{_expected(msg)}, got {err.get('input')!r}"
+        if where in overridden:
+            msg += f" (from the environment variable {overridden[where]})"
         lines.append(f"  {where}: {msg}")
     return "\n".join(lines)
 

@@ -88,9 +88,9 @@ class FanOutHooks(PipelineHooks):
             observers = object.__getattribute__(self, "observers")
             methods = [getattr(o, name) for o in observers]
 
-            def forward(*args: object) -> None:
+            def forward(*args: object, **kwargs: object) -> None:
                 for method in methods:
-                    method(*args)
+                    method(*args, **kwargs)
 
             return forward
         return object.__getattribute__(self, name)

@@ -168,12 +168,40 @@ def build_model(config: ModelConfig, n_numeric: int) -> BatchModel:
     """
     estimator = build_object(config.estimator, config.params)
     if type(estimator).__module__.startswith("river."):
-        if config.scale:
-            from river import preprocessing
+        return _river_model(estimator, config)
+    return _sklearn_model(estimator, config, n_numeric)
 
-            estimator = preprocessing.StandardScaler() | estimator
-        return RiverModel(estimator)
-    return SklearnModel(estimator, n_numeric=n_numeric, scale=config.scale)
+
+def _river_model(estimator: Any, config: ModelConfig) -> RiverModel:
+    from river import base, preprocessing
+
+    if not isinstance(estimator, base.Classifier):
+        raise ModelError(f"{config.estimator} is not a river classifier")
+    if config.scale:
+        estimator = preprocessing.StandardScaler() | estimator
+    return RiverModel(estimator)
+
+
+def _sklearn_model(estimator: Any, config: ModelConfig, n_numeric: int) -> SklearnModel:
+    from sklearn.base import clone, is_classifier
+
+    if not is_classifier(estimator):
+        raise ModelError(f"{config.estimator} is not a scikit-learn classifier")
+    model = SklearnModel(estimator, n_numeric=n_numeric, scale=config.scale)
+    tags = getattr(estimator, "__sklearn_tags__", None)
+    if config.scale and tags is not None and tags().input_tags.positive_only:
+        raise ModelError(
+            f"{config.estimator} takes only non-negative inputs; set model.scale: false"
+        )
+    # partial_fit shuffles each batch by default, which makes a mini-batch learn unlike the
+    # same events one by one; keep arrival order unless the configuration asks otherwise.
+    if "shuffle" in estimator.get_params() and "shuffle" not in config.params:
+        estimator.set_params(shuffle=False)
+    try:  # parameters are only checked at the first fit: find bad ones at start-up
+        clone(estimator).partial_fit(np.zeros((2, 1)), [0, 1], classes=[0, 1])
+    except (ValueError, TypeError) as exc:
+        raise ModelError(f"{config.estimator} with {config.params}: {exc}") from None
+    return model
 
 
 def build_object(dotted: str, params: dict[str, Any] | None = None) -> Any:

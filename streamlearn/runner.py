@@ -17,6 +17,7 @@ import numpy as np
 
 from streamlearn.batch import RawBatch
 from streamlearn.batching import AdaptiveBatcher, Trigger
+from streamlearn.checkpoint import Checkpoint, Checkpointer
 from streamlearn.errors import StreamlearnError
 from streamlearn.hooks import PipelineHooks
 from streamlearn.pipeline import Pipeline, ScoredBatch
@@ -85,6 +86,7 @@ class PipelineRunner:
         wall_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000,
         retry_backoff_s: tuple[float, float] = (0.1, 5.0),
         lag_interval_s: float = 1.0,
+        checkpointer: Checkpointer | None = None,
     ) -> None:
         self.pipeline = pipeline
         self.source = source
@@ -95,6 +97,7 @@ class PipelineRunner:
         self.wall_ms = wall_ms
         self.retry_backoff_s = retry_backoff_s
         self.lag_interval_s = lag_interval_s
+        self.checkpointer = checkpointer
         self.stats = RunStats()
         self._buffer = RawBatch()
         self._next_lag = 0.0
@@ -115,6 +118,8 @@ class PipelineRunner:
             if done:
                 if buffered == 0:
                     self.hooks.on_model_score(name, self.pipeline.evaluator.scores())
+                    if self.checkpointer is not None:
+                        self._checkpointed(self.checkpointer.save(self.pipeline.model.version))
                     return self.stats
                 trigger: Trigger | None = Trigger.SHUTDOWN
             else:
@@ -152,6 +157,9 @@ class PipelineRunner:
         learned_at = self.clock()
         hooks.on_stage(name, "learn", learned_at - written_at)
         self._commit(batch)
+        if self.checkpointer is not None:
+            version = self.pipeline.model.version
+            self._checkpointed(self.checkpointer.learned(batch.commit_offsets, version))
         finished = self.clock()
         hooks.on_stage(name, "commit", finished - learned_at)
         self._report_learning(outcome.learned, outcome.metrics, outcome.drift)
@@ -159,6 +167,10 @@ class PipelineRunner:
         hooks.on_batch_closed(name, len(batch), trigger.value)
         hooks.on_batch_size(name, self.batcher.size)
         self.stats.batches += 1
+
+    def _checkpointed(self, checkpoint: Checkpoint | None) -> None:
+        if checkpoint is not None:
+            self.hooks.on_checkpoint(self.pipeline.name, checkpoint.written_at)
 
     def _commit(self, batch: RawBatch) -> None:
         try:

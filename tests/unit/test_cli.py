@@ -128,22 +128,12 @@ def test_bad_estimator_exits_2_through_main(
     assert err.startswith("error: SVC has no partial_fit")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="cli.main prints the message as rich markup (console.print(f'[red]error:[/] {exc}')): "
-    "a key or value holding '[/...]' raises rich.errors.MarkupError, a traceback with exit 1",
-)
 def test_error_text_is_not_read_as_markup(tmp_path: Path) -> None:
     path = write_config(tmp_path, extra="    '[/x]': 1\n")
     lines = assert_clean_error(run_module("check", str(path)))
     assert "pipelines[0].[/x]: unknown key" in "\n".join(lines)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="cli.console wraps at 80 columns when stderr is not a terminal (logs, CI), so an "
-    "error line naming a key is broken in two; Console(stderr=True, soft_wrap=True) keeps it",
-)
 def test_a_long_error_line_is_not_wrapped(tmp_path: Path) -> None:
     path = write_config(tmp_path, extra="    batching: {min_size: 10, max_size: 5}\n")
     lines = assert_clean_error(run_module("check", str(path)))

@@ -14,7 +14,13 @@ from hypothesis import strategies as st
 from streamlearn.config import SchemaConfig
 from streamlearn.decoding import DecodedBatch, EventDecoder
 
-SCHEMA = SchemaConfig(
+
+def make_schema(**fields: Any) -> SchemaConfig:
+    """A schema from plain data, short-form features included (as in a YAML file)."""
+    return SchemaConfig.model_validate(fields)
+
+
+SCHEMA = make_schema(
     target="y",
     features={"amount": "float", "hour": "int", "foreign": "bool", "channel": "category"},
     max_event_bytes=256,
@@ -130,7 +136,7 @@ def test_missing_or_null_target_is_unlabelled_but_valid(target: Any) -> None:
 
 
 def test_schema_without_target_gives_nan_targets() -> None:
-    schema = SchemaConfig(features={"amount": "float"})
+    schema = make_schema(features={"amount": "float"})
     batch = EventDecoder(schema).decode([raw(1, y=1), raw(2)])
     assert len(batch) == 2
     assert np.isnan(batch.targets).all()
@@ -206,7 +212,7 @@ def test_huge_integer_literal_is_rejected_and_the_batch_survives() -> None:
 def test_deeply_nested_json_is_rejected_and_the_batch_survives() -> None:
     depth = 3000
     value = b'{"event_id":' + b"[" * depth + b"]" * depth + b"}"
-    schema = SchemaConfig(features={"amount": "float"}, max_event_bytes=64 * 1024)
+    schema = make_schema(features={"amount": "float"}, max_event_bytes=64 * 1024)
     batch = EventDecoder(schema).decode(
         [value, b'{"event_id": "a", "entity_id": "b", "ts": 1, "amount": 2}']
     )
@@ -225,7 +231,8 @@ def test_not_an_object(value: bytes) -> None:
     "field", ["event_id", "entity_id", "ts", "amount", "hour", "foreign", "channel"]
 )
 def test_missing_field(field: str) -> None:
-    assert reason_of(raw(**{field: MISSING})) == ("missing_field", f"field {field!r} is missing")
+    fields: dict[str, Any] = {field: MISSING}
+    assert reason_of(raw(**fields)) == ("missing_field", f"field {field!r} is missing")
 
 
 @pytest.mark.parametrize(

@@ -14,7 +14,13 @@ from streamlearn.config import SchemaConfig
 from streamlearn.decoding import DecodedBatch, EventDecoder
 from streamlearn.features import Featurizer
 
-SCHEMA = SchemaConfig(
+
+def make_schema(**fields: Any) -> SchemaConfig:
+    """A schema from plain data, short-form features included (as in a YAML file)."""
+    return SchemaConfig.model_validate(fields)
+
+
+SCHEMA = make_schema(
     features={
         "amount": "float",
         "channel": {"type": "category", "buckets": 4},
@@ -130,7 +136,7 @@ def test_rows_hold_python_floats() -> None:
 
 
 def test_only_categories() -> None:
-    schema = SchemaConfig(features={"channel": {"type": "category", "buckets": 4}})
+    schema = make_schema(features={"channel": {"type": "category", "buckets": 4}})
     f = Featurizer(schema)
     batch = f.transform(decode(schema, [{"channel": "web"}, {"channel": "pos"}]))
     assert batch.rows == [{"channel=web": 1.0}, {"channel=pos": 1.0}]
@@ -138,7 +144,7 @@ def test_only_categories() -> None:
 
 
 def test_only_numbers() -> None:
-    schema = SchemaConfig(features={"a": "float", "b": "int"})
+    schema = make_schema(features={"a": "float", "b": "int"})
     f = Featurizer(schema)
     batch = f.transform(decode(schema, [{"a": 1.5, "b": 2}]))
     assert f.width == 2

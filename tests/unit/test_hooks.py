@@ -115,16 +115,17 @@ def test_fan_out_reaches_a_progress_display() -> None:
     assert [name for name, _ in recorder.calls] == ["on_consumed", "on_invalid"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=TypeError,
-    reason="hooks.FanOutHooks.__getattribute__: `forward(*args)` takes no keyword arguments, "
-    "so a hook called by keyword works on any PipelineHooks but raises TypeError on the fan-out",
-)
 def test_fan_out_accepts_keyword_arguments() -> None:
-    a = Recorder()
+    class Stages(PipelineHooks):
+        def __init__(self) -> None:
+            self.stages: list[tuple[str, str, float]] = []
+
+        def on_stage(self, pipeline: str, stage: str, seconds: float) -> None:
+            self.stages.append((pipeline, stage, seconds))
+
+    a = Stages()
     FanOutHooks(a).on_stage("fraud", stage="learn", seconds=0.5)
-    assert a.calls == [("on_stage", ("fraud", "learn", 0.5))]
+    assert a.stages == [("fraud", "learn", 0.5)]
 
 
 # --- progress --------------------------------------------------------------------------------
@@ -208,6 +209,7 @@ def test_percentiles_cover_the_latest_window_only() -> None:
     assert s.predicted == 90_000
     assert s.p50_ms == pytest.approx(np.percentile(window, 50) * 1000)
     assert s.p99_ms == pytest.approx(np.percentile(window, 99) * 1000)
+    assert s.p99_ms is not None
     assert s.p99_ms < 50.0
 
 

@@ -24,7 +24,13 @@ from streamlearn.features import FeatureBatch, Featurizer
 from streamlearn.models import RiverModel, SklearnModel, build_model, build_object
 from streamlearn.scaling import OnlineStandardScaler
 
-SCHEMA = SchemaConfig(
+
+def make_schema(**fields: Any) -> SchemaConfig:
+    """A schema from plain data, short-form features included (as in a YAML file)."""
+    return SchemaConfig.model_validate(fields)
+
+
+SCHEMA = make_schema(
     target="y",
     features={
         "a": "float",
@@ -197,12 +203,6 @@ def test_model_errors_say_what_is_wrong(
         build_model(ModelConfig(estimator=estimator, params=params), 3)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="models.build_model accepts estimators that are not binary classifiers; they fail "
-    "only at runtime (SGDRegressor.partial_fit has no `classes`, LinearRegression has no "
-    "predict_proba_one), after `streamlearn check` said ok",
-)
 @pytest.mark.parametrize(
     "estimator", ["sklearn.linear_model.SGDRegressor", "river.linear_model.LinearRegression"]
 )
@@ -211,11 +211,6 @@ def test_a_regressor_is_refused_for_the_binary_task(estimator: str) -> None:
         build_model(ModelConfig(estimator=estimator), 3)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="models.build_model does not validate scikit-learn parameter values (sklearn checks "
-    "them at the first partial_fit), so a bad `loss` passes `streamlearn check`",
-)
 def test_bad_sklearn_parameter_value_is_refused_at_build_time() -> None:
     with pytest.raises(ModelError, match="loss"):
         build_model(sklearn_config("linear_model.SGDClassifier", loss="nope"), 3)
@@ -298,11 +293,6 @@ def test_multinomial_nb_learns_non_negative_inputs_without_scaling() -> None:
     assert ((p >= 0) & (p <= 1)).all()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="models.build_model accepts MultinomialNB with scale: true (the default); the "
-    "scaler's negative inputs then make partial_fit raise ValueError on the first labelled batch",
-)
 def test_multinomial_nb_with_scaling_is_refused_at_build_time() -> None:
     with pytest.raises(ModelError, match="scale"):
         build_model(ModelConfig(estimator="sklearn.naive_bayes.MultinomialNB"), 3)
@@ -395,12 +385,6 @@ def test_batched_sgd_matches_per_event_sgd(batch_size: int) -> None:
     assert ((batched > 0.5) == (single > 0.5)).mean() > 0.99
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="SGDClassifier's default shuffle=True reorders each batch inside partial_fit, so the "
-    "fraud example's model (no shuffle param) learns differently batched than per event; "
-    "build_model should default shuffle=False for estimators that have it",
-)
 def test_fraud_example_params_learn_batched_like_per_event() -> None:
     batched = learned_in_batches(sgd(random_state=0), 64)
     assert np.abs(batched - per_event_scores()).max() < PARITY_TOLERANCE

@@ -1,4 +1,4 @@
-"""The pipeline loop against in-memory fakes of its ports: stopping, writing, committing, retrying."""
+"""The pipeline loop against in-memory fakes of its ports: stop, write, commit, retry."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ import pytest
 from streamlearn.batch import RawBatch
 from streamlearn.batching import AdaptiveBatcher
 from streamlearn.config import BatchingConfig, PipelineConfig, load_config
-from streamlearn.drift import DriftMonitor
+from streamlearn.drift import ClassErrorDrift
 from streamlearn.errors import OutputBackpressure, StreamlearnError
 from streamlearn.hooks import PipelineHooks
 from streamlearn.pipeline import Pipeline, ScoredBatch
@@ -89,16 +89,28 @@ class FakeSource:
         self.commits: list[dict[tuple[str, int], int]] = []
         self.commit_errors: list[Exception] = []
         self.closed = False
+        self.per_poll: int | None = None
+        # Before poll number k, a rebalance revokes these partitions (as kafka-python's
+        # callbacks run inside poll) and tells the runner.
+        self.revocations: dict[int, list[tuple[str, int]]] = {}
+        self.runner: PipelineRunner | None = None
+        self._polls = 0
 
     def poll(self, max_records: int, timeout_s: float, into: RawBatch) -> int:
         assert timeout_s >= 0
         if self.paused:
             self.log.append(("poll while paused", timeout_s))
             return 0
+        self._polls += 1
+        revoked = self.revocations.pop(self._polls, [])
+        if revoked:
+            self.pending = deque(m for m in self.pending if (m.topic, m.partition) not in revoked)
+            assert self.runner is not None
+            self.runner.revoke(revoked)
         if not self.pending and self.stop_when_drained is not None:
             self.stop_when_drained.set()
-        n = 0
-        while self.pending and n < max_records:
+        n, limit = 0, min(max_records, self.per_poll or max_records)
+        while self.pending and n < limit:
             m = self.pending.popleft()
             into.append(m.topic, m.partition, m.offset, None, m.value, MESSAGE_TS_MS, self.clock())
             n += 1
@@ -184,10 +196,10 @@ class RecordingBatcher(AdaptiveBatcher):
         super().signal_drift()
 
 
-class AlwaysDrift(DriftMonitor):
+class AlwaysDrift(ClassErrorDrift):
     """A detector that fires on every labelled batch."""
 
-    def update(self, errors: np.ndarray) -> bool:
+    def update(self, scores: np.ndarray, labels: np.ndarray) -> bool:
         return True
 
 
@@ -249,6 +261,7 @@ def rig(
         retry_backoff_s=(0.001, 0.002),
         lag_interval_s=0.0,
     )
+    source.runner = runner
     return Rig(runner, source, outputs, hooks, batcher, stop, log)
 
 
@@ -398,6 +411,21 @@ def test_a_failed_commit_does_not_stop_the_loop() -> None:
     assert stats.batches == 2
     assert r.outputs.raw_values == values
     assert r.source.commits == [r.outputs.written[1].raw.commit_offsets]
+
+
+def test_revoked_partitions_buffered_messages_are_dropped_not_written() -> None:
+    # Their new owner reads them again from the last commit; writing them here would race it.
+    values: list[bytes | None] = list(fraud_values(40))
+    r = rig(values, size=16)
+    r.source.per_poll = 10
+    r.source.revocations[2] = [("transactions", 1)]
+    stats = r.run()
+    written = [(tp, o) for s in r.outputs.written for tp, o in zip(s.raw.partitions, s.raw.offsets)]
+    assert {tp for tp, _ in written} == {0}
+    assert [o for _, o in written] == list(range(100, 120))  # all of partition 0, in order
+    assert all(("transactions", 1) not in commit for commit in r.source.commits)
+    assert merged(r.source.commits) == {("transactions", 0): 120}
+    assert stats.consumed == 25  # 10 before the rebalance (5 of them dropped), then 15
 
 
 # --- what the hooks hear ---------------------------------------------------------------------
