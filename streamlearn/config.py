@@ -126,6 +126,7 @@ class BatchingConfig(_Strict):
     max_wait_ms: float = Field(default=50.0, ge=0)
     initial_size: int | None = Field(default=None, ge=1)
     max_buffered_events: int = Field(default=100_000, ge=1)
+    max_buffered_bytes: int = Field(default=64 * 1024 * 1024, ge=1)
     drift_floor: int | None = Field(default=None, ge=1)
     drift_regrowth: float = Field(default=1.5, gt=1.0)
     latency_margin_ms: float | None = Field(default=None, ge=0)

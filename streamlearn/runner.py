@@ -124,13 +124,18 @@ class PipelineRunner:
                 trigger: Trigger | None = Trigger.SHUTDOWN
             else:
                 trigger = self.batcher.close_trigger(buffered, self._buffer.oldest_received)
+            full = self._buffer.nbytes >= self.batcher.settings.max_buffered_bytes
+            if trigger is None and full:
+                trigger = Trigger.SIZE  # the byte bound closes the batch before the count does
             if trigger is not None:
-                size = buffered if trigger is Trigger.SHUTDOWN else self.batcher.size
+                size = buffered if trigger is Trigger.SHUTDOWN or full else self.batcher.size
                 self._process(self._buffer.take(size), trigger, stop)
             self._report_lag()
 
     def _fill(self, max_events: int | None) -> None:
         buffered = len(self._buffer)
+        if self._buffer.nbytes >= self.batcher.settings.max_buffered_bytes:
+            return  # bounded memory: the loop processes what is buffered before taking more
         room = self.batcher.room(buffered)
         if max_events is not None:
             room = min(room, max_events - self.stats.consumed)

@@ -224,3 +224,65 @@ def test_demo_malformed_samples_are_all_rejected() -> None:
     schema = load_config(ROOT / "examples/fraud/config.yaml", env={}).pipelines[0].schema_
     decoded = EventDecoder(schema).decode(list(MALFORMED_SAMPLES))
     assert len(decoded) == 0 and len(decoded.rejected) == len(MALFORMED_SAMPLES)
+
+
+def test_generate_writes_the_documented_schema(broker: str, topic: str) -> None:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "STREAMLEARN_KAFKA_BOOTSTRAP": broker}
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "streamlearn",
+            "generate",
+            "fraud",
+            "--events",
+            "500",
+            "--seed",
+            "4",
+            "--drift-at",
+            "250",
+            "--topic",
+            topic,
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    from streamlearn.config import load_config
+    from streamlearn.decoding import EventDecoder
+
+    records = read_all(broker, topic)
+    schema = load_config(ROOT / "examples/fraud/config.yaml", env={}).pipelines[0].schema_
+    decoded = EventDecoder(schema).decode([bytes(r.value) for r in records])
+    assert len(records) == len(decoded) == 500 and not decoded.rejected
+    assert [bytes(r.key).decode() for r in records] == decoded.entity_ids
+
+
+def test_demo_runs_end_to_end_and_leaves_a_report(tmp_path: Path) -> None:
+    report = tmp_path / "report.json"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "streamlearn",
+            "demo",
+            "--events",
+            "3000",
+            "--rate",
+            "3000",
+            "--report",
+            str(report),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert result.returncode == 0, result.stderr
+    summary = orjson.loads(report.read_bytes())
+    assert (summary["predicted"], summary["invalid"]) == (3000, 3)
+    assert summary["p99_ms"] is not None and summary["events_per_s"] > 0
+    assert "streamlearn query fraud" in result.stderr

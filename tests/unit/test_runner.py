@@ -235,6 +235,7 @@ def rig(
     max_wait_ms: float = 10_000,
     latency_target_ms: float = 100,
     stop_on_write_failure: bool = False,
+    max_buffered_bytes: int = 64 * 1024 * 1024,
 ) -> Rig:
     clock = TickingClock()
     log: list[tuple[str, Any]] = []
@@ -247,6 +248,7 @@ def rig(
         max_size=size,
         max_wait_ms=max_wait_ms,
         latency_target_ms=latency_target_ms,
+        max_buffered_bytes=max_buffered_bytes,
     )
     batcher = RecordingBatcher(settings, clock=clock)
     pipeline = pipeline or Pipeline(fraud_config(), clock_ms=lambda: wall_ms)
@@ -533,3 +535,14 @@ def test_final_model_scores_are_reported_on_return() -> None:
     assert r.hooks.calls[-1][0] == "on_model_score"
     assert name == "fraud"
     assert scores == r.runner.pipeline.evaluator.scores()
+
+
+def test_byte_bound_closes_the_batch_before_the_count_does() -> None:
+    values = fraud_values(10)
+    per_event = max(len(v) for v in values)
+    r = rig(values, size=100, max_buffered_bytes=2 * per_event + 1)
+    r.source.per_poll = 1
+    r.run(max_events=10)
+    # Never more than the bound buffered: batches close at two or three events, not 100.
+    assert sum(r.batch_sizes()) == 10
+    assert max(r.batch_sizes()) <= 3
