@@ -117,6 +117,7 @@ class KafkaSource:
         on_revoke: Partitions | None = None,
     ) -> None:
         self.bootstrap = bootstrap
+        self.start = start
         self.paused = False
         self.on_assign = on_assign
         self.on_revoke = on_revoke
@@ -168,6 +169,16 @@ class KafkaSource:
         """Read next from the given offset of each assigned ``(topic, partition)``."""
         for (topic, partition), offset in offsets.items():
             self.consumer.seek(TopicPartition(topic, partition), offset)
+
+    def seek_to_start(self, partitions: list[tuple[str, int]]) -> None:
+        """Read the given partitions from where ``start`` says: their beginning or their end."""
+        if not partitions:
+            return
+        tps = [TopicPartition(topic, partition) for topic, partition in partitions]
+        if self.start == "earliest":
+            self.consumer.seek_to_beginning(*tps)
+        else:
+            self.consumer.seek_to_end(*tps)
 
     def pause_all(self) -> None:
         """Stop fetching from every assigned partition, including ones assigned later."""

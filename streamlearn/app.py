@@ -117,9 +117,15 @@ class App:
         )
         pipeline = Pipeline(config)
         checkpointer = self._restore(config, pipeline, client)
-        if checkpointer is not None:
-            # Read on from what the model learned, which may lie behind the group's commits.
-            source.on_assign = lambda parts: source.seek(checkpointer.resume_from(parts))
+        if checkpointer is not None and checkpointer.offsets:
+
+            def resume(partitions: list[tuple[str, int]]) -> None:
+                # Read on from what the model learned, which may lie behind the group's commits.
+                covered, never_learned = checkpointer.resume_from(partitions)
+                source.seek(covered)
+                source.seek_to_start(never_learned)
+
+            source.on_assign = resume
         runner = PipelineRunner(
             pipeline,
             source,

@@ -156,19 +156,20 @@ class AdaptiveBatcher:
         self.clock = clock
         lo, hi = settings.min_size, settings.max_size
         self._size = settings.initial_size or lo
-        self._drift_floor = min(hi, max(lo, getattr(settings, "drift_floor", None) or 8))
-        self._drift_regrowth = float(getattr(settings, "drift_regrowth", 1.5))
-        margin_ms = getattr(settings, "latency_margin_ms", None)
+        self._drift_floor = min(hi, max(lo, settings.drift_floor or 8))
+        self._drift_regrowth = settings.drift_regrowth
+        margin_ms = settings.latency_margin_ms
         target_ms = settings.latency_target_ms
         self._target_s = target_ms / 1e3
         self._budget_s = (target_ms - (0.1 * target_ms if margin_ms is None else margin_ms)) / 1e3
-        self._cost = CostModel(forgetting=float(getattr(settings, "cost_forgetting", 0.9)))
+        self._cost = CostModel(forgetting=settings.cost_forgetting)
         self._rate: float | None = None
         self._safe_size = float(hi)
         self._drift_cap: float | None = None
         self._drift_pending = False
         self._drift_signalled_at = -math.inf
         self._overloaded = False
+        self._backlog = False
         self._missed = 0
         self._reason = "initial size"
         self._closed: tuple[float, int, float] | None = None  # time, buffered, oldest age
@@ -275,6 +276,8 @@ class AdaptiveBatcher:
         age = age if oldest_age_s is None else oldest_age_s
         self._cost.update(size, seconds)
         saturated = self._saturated(trigger, closed_at, lag)
+        # A known backlog of a full batch or more: grow straight to the plan, no ramp.
+        self._backlog = lag is not None and lag >= self.settings.max_size
         # In overload the backlog waits upstream, unseen by `age`: count those batches too.
         missed = age + seconds > self._target_s or (saturated and self._overloaded)
         self._missed += missed
@@ -328,7 +331,11 @@ class AdaptiveBatcher:
             reason = f"batch missed the latency target, size cut by {MISS_DECREASE}"
         else:
             self._safe_size = min(float(hi), self._safe_size * SAFE_INCREASE + 1)
-        target = min(target, self._safe_size, math.ceil(self._size * MAX_GROWTH_PER_BATCH))
+        if self._backlog:
+            # More than a full batch waits upstream: it is late already; drain it fastest.
+            target, reason = float(hi), "backlog upstream: throughput first"
+        else:
+            target = min(target, self._safe_size, math.ceil(self._size * MAX_GROWTH_PER_BATCH))
         if self._drift_cap is not None and self._drift_cap < target:
             target, reason = self._drift_cap, "regrowing after drift"
         new_size = min(hi, max(lo, int(target)))

@@ -148,6 +148,13 @@ class Checkpointer:
         self.offsets = dict(checkpoint.offsets)
         return checkpoint
 
-    def resume_from(self, partitions: list[tuple[str, int]]) -> Offsets:
-        """Offsets to read from, for newly assigned partitions the checkpoint covers."""
-        return {tp: self.offsets[tp] for tp in partitions if tp in self.offsets}
+    def resume_from(
+        self, partitions: list[tuple[str, int]]
+    ) -> tuple[Offsets, list[tuple[str, int]]]:
+        """Where to read newly assigned partitions: offsets the checkpoint covers, and the rest.
+
+        The rest are partitions this model never learned from; they are read from their start,
+        whatever the group committed for them.
+        """
+        covered = {tp: self.offsets[tp] for tp in partitions if tp in self.offsets}
+        return covered, [tp for tp in partitions if tp not in self.offsets]

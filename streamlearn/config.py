@@ -149,6 +149,10 @@ class DriftConfig(_Strict):
     detector: Literal["adwin", "page_hinkley", "kswin", "none"] = "adwin"
     params: dict[str, Any] = Field(default_factory=dict)
     grace_events: int = Field(default=1000, ge=0)
+    # What the model does on drift: nothing more (the batcher still shrinks), start afresh,
+    # or train a fresh challenger beside it that replaces it if it scores better.
+    action: Literal["keep", "reset", "challenger"] = "keep"
+    challenger_events: int = Field(default=5000, ge=1)
 
 
 class CheckpointConfig(_Strict):

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from streamlearn.batch import RawBatch
+from streamlearn.challenger import Challenger
 from streamlearn.config import PipelineConfig
 from streamlearn.decoding import DecodedBatch, EventDecoder, Rejection
 from streamlearn.evaluation import PrequentialEvaluator
@@ -86,13 +87,18 @@ class Pipeline:
         self.name = config.name
         self.decoder = EventDecoder(config.schema_)
         self.featurizer = Featurizer(config.schema_)
-        self.model = model or build_model(config.model, n_numeric=len(self.featurizer.numeric))
+        self.model = model or self.fresh_model()
         self.evaluator = evaluator or PrequentialEvaluator(threshold=config.model.threshold)
         self.drift = drift if drift is not None else _drift_monitor(config)
         self.clock_ms = clock_ms or (lambda: time.time_ns() // 1_000_000)
         # Rolling metrics cost a sort of the window; compute them at most this often.
         self.metrics_interval_ms = metrics_interval_ms
         self._metrics_due = 0
+        self.challenger: Challenger | None = None
+
+    def fresh_model(self) -> BatchModel:
+        """A new, untrained model as configured."""
+        return build_model(self.config.model, n_numeric=len(self.featurizer.numeric))
 
     def score(self, raw: RawBatch) -> ScoredBatch:
         """Decode, validate and featurize ``raw``, and score it with the current model."""
@@ -118,8 +124,36 @@ class Pipeline:
         scores, truth = scored.scores[labelled], targets[labelled].astype(bool)
         self.evaluator.update(scores, truth)
         drifted = self.drift.update(scores, truth) if self.drift is not None else False
+        self._race(scored, labelled, truth)
         learned = self.model.learn(scored.features, targets)
+        if drifted:
+            self._after_drift()
         return LearnOutcome(learned=learned, drift=drifted, metrics=self._metrics())
+
+    def _after_drift(self) -> None:
+        action = self.config.drift.action
+        if action == "reset":
+            self._replace_model(self.fresh_model())
+        elif action == "challenger" and self.challenger is None:
+            self.challenger = Challenger(self.fresh_model(), self.config.drift.challenger_events)
+
+    def _race(self, scored: ScoredBatch, labelled: np.ndarray, truth: np.ndarray) -> None:
+        # The challenger scores the same labelled events before learning them, as served.
+        race = self.challenger
+        if race is None:
+            return
+        candidate = race.model.predict_proba(scored.features)[labelled]
+        race.observe(scored.scores[labelled], candidate, truth)
+        race.model.learn(scored.features, scored.decoded.targets)
+        if race.decided:
+            self.challenger = None
+            if race.wins:
+                self._replace_model(race.model)
+
+    def _replace_model(self, model: BatchModel) -> None:
+        # Versions keep rising across replacements, so a prediction's version stays unique.
+        model.version = self.model.version + 1
+        self.model = model
 
     def _metrics(self) -> dict[str, float]:
         now = self.clock_ms()

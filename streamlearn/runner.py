@@ -101,6 +101,7 @@ class PipelineRunner:
         self.stats = RunStats()
         self._buffer = RawBatch()
         self._next_lag = 0.0
+        self._lag: int | None = None  # messages waiting upstream, as last measured
 
     def run(self, stop: threading.Event, max_events: int | None = None) -> RunStats:
         """Consume and process until ``stop`` is set or ``max_events`` were consumed.
@@ -168,7 +169,7 @@ class PipelineRunner:
         finished = self.clock()
         hooks.on_stage(name, "commit", finished - learned_at)
         self._report_learning(outcome.learned, outcome.metrics, outcome.drift)
-        self.batcher.observe(len(batch), finished - started, trigger)
+        self.batcher.observe(len(batch), finished - started, trigger, lag=self._lag)
         hooks.on_batch_closed(name, len(batch), trigger.value)
         hooks.on_batch_size(name, self.batcher.size)
         self.stats.batches += 1
@@ -264,4 +265,6 @@ class PipelineRunner:
         now = self.clock()
         if now >= self._next_lag:
             self._next_lag = now + self.lag_interval_s
-            self.hooks.on_lag(self.pipeline.name, self.source.lag())
+            lag = self.source.lag()
+            self._lag = sum(lag.values()) if lag else None
+            self.hooks.on_lag(self.pipeline.name, lag)

@@ -503,3 +503,23 @@ def test_cost_model_never_goes_negative_on_noisy_timings() -> None:
     for n in rng.integers(1, 50, 200):
         model.update(int(n), float(rng.uniform(0.0, 0.01)))
         assert model.overhead_s >= 0 and model.per_event_s >= 0
+
+
+def test_known_backlog_jumps_to_the_plan_without_ramping() -> None:
+    # Cheap batches and a backlog of 100 000 messages: one batch is enough to go to max_size.
+    now = [0.0]
+    settings = BatchingConfig(min_size=1, max_size=2048, latency_target_ms=100)
+    batcher = AdaptiveBatcher(settings, clock=lambda: now[0])
+    sizes = []
+    for _ in range(3):
+        buffered = batcher.size
+        batcher.close_trigger(buffered, now[0])
+        now[0] += 0.001 + 1e-6 * buffered
+        batcher.observe(buffered, 0.001 + 1e-6 * buffered, Trigger.SIZE, lag=100_000)
+        sizes.append(batcher.size)
+    assert sizes[-1] == 2048
+    ramp = AdaptiveBatcher(settings, clock=lambda: now[0])
+    buffered = ramp.size
+    ramp.close_trigger(buffered, now[0])
+    ramp.observe(buffered, 0.001, Trigger.SIZE)
+    assert ramp.size <= 2 * buffered  # without the lag the growth stays capped
