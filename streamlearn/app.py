@@ -17,8 +17,9 @@ from types import FrameType
 from redis import Redis
 
 from connectors.kafka import KafkaSink, KafkaSource, ensure_topics, wait_for_broker
+from connectors.metrics_server import MetricsServer
 from connectors.outputs import BatchOutputs
-from connectors.prometheus import MetricsServer, PrometheusHooks
+from connectors.prometheus import PrometheusHooks
 from connectors.redis_store import PredictionStore, RedisCheckpointStore, connect
 from streamlearn.batching import AdaptiveBatcher
 from streamlearn.checkpoint import Checkpointer

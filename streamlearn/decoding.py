@@ -88,23 +88,21 @@ class EventDecoder:
         """Decode a batch of message values."""
         rejected: dict[int, Rejection] = {}
         records, positions = self._parse(values, rejected)
-        n = len(records)
-        bad = np.zeros(n, dtype=bool)
+        v = _Verdicts(records, positions, rejected)
         s = self.schema
-        event_ids = self._ids(records, s.id, bad, positions, rejected)
-        entity_ids = self._ids(records, s.entity, bad, positions, rejected)
-        ts = self._numbers(records, s.timestamp, _NUMBER_TYPES, bad, positions, rejected)
+        event_ids = self._strings(v, s.id, "a string id", allow_empty=False)
+        entity_ids = self._strings(v, s.entity, "a string id", allow_empty=False)
+        ts = self._numbers(v, s.timestamp, _NUMBER_TYPES)
         numeric = {
-            name: self._numbers(records, name, self._allowed(name), bad, positions, rejected)
-            for name in self.numeric_fields
+            name: self._numbers(v, name, self._allowed(name)) for name in self.numeric_fields
         }
         categorical = {
-            name: self._categories(records, name, bad, positions, rejected)
+            name: self._strings(v, name, "a string", allow_empty=True)
             for name in self.category_fields
         }
-        targets = self._targets(records, bad, positions, rejected)
-        self._check_time_range(ts, bad, positions, rejected)
-        keep = ~bad
+        targets = self._targets(v)
+        self._check_time_range(v, ts)
+        keep = ~v.bad
         rows = np.flatnonzero(keep)
         all_kept = bool(keep.all())
         return DecodedBatch(
@@ -112,27 +110,20 @@ class EventDecoder:
             event_ids=event_ids if all_kept else [event_ids[i] for i in rows],
             entity_ids=entity_ids if all_kept else [entity_ids[i] for i in rows],
             timestamps_ms=ts[keep].astype(np.int64),
-            numeric={k: v[keep] for k, v in numeric.items()},
+            numeric={k: col[keep] for k, col in numeric.items()},
             categorical={
-                k: v if all_kept else [v[i] for i in rows] for k, v in categorical.items()
+                k: col if all_kept else [col[i] for i in rows] for k, col in categorical.items()
             },
             targets=targets[keep],
             rejected=sorted(rejected.values(), key=lambda r: r.index),
         )
 
-    def _check_time_range(
-        self,
-        ts: np.ndarray,
-        bad: np.ndarray,
-        positions: list[int],
-        rejected: dict[int, Rejection],
-    ) -> None:
+    def _check_time_range(self, v: _Verdicts, ts: np.ndarray) -> None:
         # Epoch milliseconds from 1970 to year ~287000: anything else is a unit mistake.
         outside = (ts < 0) | (ts > MAX_TIMESTAMP_MS)
         name = self.schema.timestamp
-        for k in np.flatnonzero(outside & ~bad).tolist():
-            detail = f"field {name!r}: {ts[k]!r} is not epoch milliseconds"
-            _mark(k, "out_of_range", detail, bad, positions, rejected)
+        for k in np.flatnonzero(outside & ~v.bad).tolist():
+            v.mark(k, "out_of_range", f"field {name!r}: {ts[k]!r} is not epoch milliseconds")
 
     def _allowed(self, name: str) -> set[type]:
         kind = self.schema.features[name].type
@@ -157,128 +148,85 @@ class EventDecoder:
                 rejected[i] = _unparsable(i, value, exc)
                 continue
             if type(record) is not dict:
-                rejected[i] = Rejection(
-                    i, "not_object", f"expected a JSON object, got {record!r:.60}"
-                )
+                detail = f"expected a JSON object, got {record!r:.60}"
+                rejected[i] = Rejection(i, "not_object", detail)
                 continue
             records.append(record)
             positions.append(i)
         return records, positions
 
-    def _ids(
-        self,
-        records: list[dict[str, Any]],
-        name: str,
-        bad: np.ndarray,
-        positions: list[int],
-        rejected: dict[int, Rejection],
-    ) -> list[str]:
-        column: list[Any] = [r.get(name) for r in records]
-        if set(map(type, column)) <= {str} and "" not in column:
+    @staticmethod
+    def _strings(v: _Verdicts, name: str, expected: str, *, allow_empty: bool) -> list[str]:
+        column: list[Any] = [r.get(name) for r in v.records]
+        if set(map(type, column)) <= {str} and (allow_empty or "" not in column):
             return column
-        out: list[str] = []
         for j, value in enumerate(column):
-            if type(value) in _ID_TYPES and value != "":
-                out.append(str(value))
-                continue
-            _reject(j, name, value, records, bad, positions, rejected, "a string id")
-            out.append("")
-        return out
+            if type(value) in _ID_TYPES and (allow_empty or value != ""):
+                column[j] = str(value)
+            else:
+                v.reject(j, name, value, expected)
+                column[j] = ""
+        return column
 
-    def _numbers(
-        self,
-        records: list[dict[str, Any]],
-        name: str,
-        allowed: set[type],
-        bad: np.ndarray,
-        positions: list[int],
-        rejected: dict[int, Rejection],
-    ) -> np.ndarray:
-        column: list[Any] = [r.get(name) for r in records]
+    @staticmethod
+    def _numbers(v: _Verdicts, name: str, allowed: set[type]) -> np.ndarray:
+        column: list[Any] = [r.get(name) for r in v.records]
         if not set(map(type, column)) <= allowed:
             expected = "an integer" if allowed is _INT_TYPES else "a number"
             for j, value in enumerate(column):
                 if type(value) not in allowed:
-                    _reject(j, name, value, records, bad, positions, rejected, expected)
+                    v.reject(j, name, value, expected)
                     column[j] = 0
         array = np.array(column, dtype=np.float64) if column else np.empty(0)
-        infinite = ~np.isfinite(array)
-        for k in np.flatnonzero(infinite).tolist():
-            _mark(k, "not_finite", f"field {name!r} is {column[k]!r}", bad, positions, rejected)
+        for k in np.flatnonzero(~np.isfinite(array)).tolist():
+            v.mark(k, "not_finite", f"field {name!r} is {column[k]!r}")
         return array
 
-    def _categories(
-        self,
-        records: list[dict[str, Any]],
-        name: str,
-        bad: np.ndarray,
-        positions: list[int],
-        rejected: dict[int, Rejection],
-    ) -> list[str]:
-        column: list[Any] = [r.get(name) for r in records]
-        if set(map(type, column)) <= {str}:
-            return column
-        for j, value in enumerate(column):
-            if type(value) is int:
-                column[j] = str(value)
-            elif type(value) is not str:
-                _reject(j, name, value, records, bad, positions, rejected, "a string")
-                column[j] = ""
-        return column
-
-    def _targets(
-        self,
-        records: list[dict[str, Any]],
-        bad: np.ndarray,
-        positions: list[int],
-        rejected: dict[int, Rejection],
-    ) -> np.ndarray:
+    def _targets(self, v: _Verdicts) -> np.ndarray:
         name = self.schema.target
+        out = np.full(len(v.records), np.nan)
         if name is None:
-            return np.full(len(records), np.nan)
-        column: list[Any] = [r.get(name) for r in records]
-        out = np.full(len(records), np.nan)
-        for j, value in enumerate(column):
+            return out
+        for j, value in enumerate(r.get(name) for r in v.records):
             if value is None:
                 continue
             if value in (0, 1) and type(value) in _INT_TYPES | {float}:
                 out[j] = float(value)
             else:
-                detail = f"field {name!r}: expected 0/1 or true/false, got {value!r:.40}"
-                _mark(j, "wrong_type", detail, bad, positions, rejected)
+                v.mark(
+                    j,
+                    "wrong_type",
+                    f"field {name!r}: expected 0/1 or true/false, got {value!r:.40}",
+                )
         return out
 
 
-def _reject(
-    j: int,
-    name: str,
-    value: object,
-    records: list[dict[str, Any]],
-    bad: np.ndarray,
-    positions: list[int],
-    rejected: dict[int, Rejection],
-    expected: str,
-) -> None:
-    if name not in records[j]:
-        _mark(j, "missing_field", f"field {name!r} is missing", bad, positions, rejected)
-    else:
-        got = "null" if value is None else type(value).__name__
-        detail = f"field {name!r}: expected {expected}, got {got} {value!r:.40}"
-        _mark(j, "wrong_type", detail, bad, positions, rejected)
+class _Verdicts:
+    """Which parsed records failed validation and why; the first problem found is the one kept."""
 
+    def __init__(
+        self, records: list[dict[str, Any]], positions: list[int], rejected: dict[int, Rejection]
+    ) -> None:
+        self.records = records
+        self.positions = positions
+        self.rejected = rejected
+        self.bad = np.zeros(len(records), dtype=bool)
 
-def _mark(
-    j: int,
-    reason: str,
-    detail: str,
-    bad: np.ndarray,
-    positions: list[int],
-    rejected: dict[int, Rejection],
-) -> None:
-    # The first problem found in an event is the one reported.
-    if not bad[j]:
-        bad[j] = True
-        rejected[positions[j]] = Rejection(positions[j], reason, detail)
+    def mark(self, j: int, reason: str, detail: str) -> None:
+        """Reject parsed record ``j`` (unless it already was)."""
+        if not self.bad[j]:
+            self.bad[j] = True
+            self.rejected[self.positions[j]] = Rejection(self.positions[j], reason, detail)
+
+    def reject(self, j: int, name: str, value: object, expected: str) -> None:
+        """Reject record ``j`` for its field ``name``: missing, or not ``expected``."""
+        if name not in self.records[j]:
+            self.mark(j, "missing_field", f"field {name!r} is missing")
+        else:
+            got = "null" if value is None else type(value).__name__
+            self.mark(
+                j, "wrong_type", f"field {name!r}: expected {expected}, got {got} {value!r:.40}"
+            )
 
 
 def _unparsable(i: int, value: bytes, exc: Exception) -> Rejection:

@@ -10,9 +10,9 @@ import orjson
 
 from connectors.kafka import KafkaSink, ensure_topics
 from streamlearn.app import App
-from streamlearn.config import parse_config
-from streamlearn.generators.fraud import FIELD_TYPES, FraudGenerator
+from streamlearn.generators.fraud import FraudGenerator
 from streamlearn.hooks import PipelineHooks
+from tests.integration.settings import fraud_settings
 
 
 class BatchLog(PipelineHooks):
@@ -23,31 +23,6 @@ class BatchLog(PipelineHooks):
 
     def on_batch_closed(self, pipeline: str, size: int, trigger: str) -> None:
         self.batches.append((size, trigger))
-
-
-def config(broker: str, redis_url: str, topic: str, min_size: int) -> dict:
-    return {
-        "kafka": {"bootstrap": broker, "session_timeout_ms": 6000, "heartbeat_interval_ms": 500},
-        "redis": {"url": redis_url, "prefix": f"t{uuid.uuid4().hex[:6]}"},
-        "metrics": {"port": 0},
-        "pipelines": [
-            {
-                "name": "fraud",
-                "source": {"topic": topic, "group": f"g-{topic}"},
-                "schema": {"target": "is_fraud", "features": FIELD_TYPES},
-                "model": {
-                    "estimator": "sklearn.linear_model.SGDClassifier",
-                    "params": {"loss": "log_loss", "alpha": 0.001},
-                },
-                "batching": {
-                    "latency_target_ms": 100,
-                    "min_size": min_size,
-                    "max_size": 2048,
-                    "max_wait_ms": 50,
-                },
-            }
-        ],
-    }
 
 
 def send(broker: str, topic: str, events: list[dict], rate: float | None) -> None:
@@ -71,7 +46,18 @@ def run_trickle_then_backlog(
     events = list(FraudGenerator(seed=5).events(20_300))
     trickle, backlog = events[:300], events[300:]
     log = BatchLog()
-    settings = parse_config(config(broker, redis_url, topic, min_size), env={})
+    settings = fraud_settings(
+        broker,
+        redis_url,
+        topic,
+        f"t{uuid.uuid4().hex[:6]}",
+        batching={
+            "latency_target_ms": 100,
+            "min_size": min_size,
+            "max_size": 2048,
+            "max_wait_ms": 50,
+        },
+    )
     app = App(settings, observers=(log,))
     runner = threading.Thread(target=app.run, kwargs={"max_events": len(events)})
     runner.start()

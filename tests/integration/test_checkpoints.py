@@ -10,37 +10,21 @@ import redis
 
 from connectors.kafka import KafkaSink, KafkaSource, end_offsets, ensure_topics
 from streamlearn.app import App
-from streamlearn.config import parse_config
-from streamlearn.generators.fraud import FIELD_TYPES, FraudGenerator
+from streamlearn.config import AppConfig
+from streamlearn.generators.fraud import FraudGenerator
+from tests.integration.settings import fraud_settings
 
 EVENTS = 6_000
 
 
-def settings(broker: str, redis_url: str, topic: str, prefix: str, interval_s: float):
-    return parse_config(
-        {
-            "kafka": {
-                "bootstrap": broker,
-                "session_timeout_ms": 6000,
-                "heartbeat_interval_ms": 500,
-            },
-            "redis": {"url": redis_url, "prefix": prefix},
-            "metrics": {"port": 0},
-            "pipelines": [
-                {
-                    "name": "fraud",
-                    "source": {"topic": topic, "group": f"g-{topic}"},
-                    "schema": {"target": "is_fraud", "features": FIELD_TYPES},
-                    "model": {
-                        "estimator": "sklearn.linear_model.SGDClassifier",
-                        "params": {"loss": "log_loss", "alpha": 0.001},
-                    },
-                    "batching": {"min_size": 500, "max_size": 500},
-                    "checkpoint": {"interval_s": interval_s},
-                }
-            ],
-        },
-        env={},
+def settings(broker: str, redis_url: str, topic: str, prefix: str, interval_s: float) -> AppConfig:
+    return fraud_settings(
+        broker,
+        redis_url,
+        topic,
+        prefix,
+        batching={"min_size": 500, "max_size": 500},
+        checkpoint={"interval_s": interval_s},
     )
 
 

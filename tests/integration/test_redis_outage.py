@@ -16,8 +16,8 @@ import redis
 from connectors.embedded import free_port, redis_server_binary
 from connectors.kafka import KafkaSink, committed_offsets, end_offsets, ensure_topics
 from streamlearn.app import App
-from streamlearn.config import parse_config
-from streamlearn.generators.fraud import FIELD_TYPES, FraudGenerator
+from streamlearn.generators.fraud import FraudGenerator
+from tests.integration.settings import fraud_settings
 
 
 class RedisProcess:
@@ -88,29 +88,13 @@ def test_outputs_down_pauses_consumption_then_recovers(
     events = list(FraudGenerator(seed=11).events(20_000))
     first, second = events[:5_000], events[5_000:]
     prefix = f"t{uuid.uuid4().hex[:6]}"
-    settings = parse_config(
-        {
-            "kafka": {
-                "bootstrap": broker,
-                "session_timeout_ms": 6000,
-                "heartbeat_interval_ms": 500,
-            },
-            "redis": {"url": flaky_redis.url, "prefix": prefix},
-            "metrics": {"port": 0},
-            "pipelines": [
-                {
-                    "name": "fraud",
-                    "source": {"topic": topic, "group": f"g-{topic}", "poll_max_records": 500},
-                    "schema": {"target": "is_fraud", "features": FIELD_TYPES},
-                    "model": {
-                        "estimator": "sklearn.linear_model.SGDClassifier",
-                        "params": {"loss": "log_loss"},
-                    },
-                    "batching": {"min_size": 256, "max_size": 256},
-                }
-            ],
-        },
-        env={},
+    settings = fraud_settings(
+        broker,
+        flaky_redis.url,
+        topic,
+        prefix,
+        source={"topic": topic, "group": f"g-{topic}", "poll_max_records": 500},
+        batching={"min_size": 256, "max_size": 256},
     )
     produce(broker, topic, first)
     app = App(settings)

@@ -11,8 +11,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from streamlearn.batching import AdaptiveBatcher, BatcherState, CostModel, Trigger
+from streamlearn.batching import AdaptiveBatcher, BatcherState, Trigger
 from streamlearn.config import BatchingConfig
+from streamlearn.cost_model import CostModel
 
 # ---------------------------------------------------------------------------------------------
 # Simulator: a broker queue, a source that polls it like a Kafka consumer, a synchronous runner.

@@ -26,7 +26,8 @@ import pytest
 import yaml
 from prometheus_client import CollectorRegistry
 
-from connectors.prometheus import MetricsServer, PrometheusHooks
+from connectors.metrics_server import MetricsServer
+from connectors.prometheus import PrometheusHooks
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCKER = ROOT / "docker"

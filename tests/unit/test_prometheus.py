@@ -14,12 +14,9 @@ import numpy as np
 import pytest
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
 
-from connectors.prometheus import (
-    DEFAULT_LATENCY_BUCKETS_S,
-    ArrayHistogram,
-    MetricsServer,
-    PrometheusHooks,
-)
+from connectors.metrics_server import MetricsServer
+from connectors.prometheus import DEFAULT_LATENCY_BUCKETS_S, PrometheusHooks
+from connectors.prometheus_collectors import ArrayHistogram
 from streamlearn.errors import ServiceUnavailable
 from streamlearn.hooks import PipelineHooks
 
