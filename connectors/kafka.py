@@ -197,17 +197,21 @@ class KafkaSource:
     def lag(self) -> dict[int, int]:
         """Messages not yet read per partition number (summed over topics).
 
-        One ListOffsets round-trip while consuming; while paused the fetch-reported high
-        watermark goes stale, so a short-lived reader fetches it (Tansu lists a lower bound).
+        While consuming, every fetch reports each partition's high watermark, so this costs no
+        round-trip (a ListOffsets request only before the first fetch). While paused that value
+        goes stale, so a short-lived reader fetches it (Tansu's ListOffsets is a lower bound).
         """
         assigned = list(self.consumer.assignment())
         if not assigned:
             return {}
+        known = {tp: self.consumer.highwater(tp) for tp in assigned}
         try:
             if self.paused:
                 ends = fresh_high_watermarks(self.bootstrap, assigned, timeout_s=2.0)
-            else:
+            elif any(end is None for end in known.values()):
                 ends = listed_end_offsets(self.consumer, assigned)
+            else:
+                ends = {}  # every fetch reports the high watermark: no round-trip needed
         except StreamlearnError:
             ends = {}
         out: dict[int, int] = {}
@@ -215,7 +219,7 @@ class KafkaSource:
             position = self.consumer.position(tp, timeout_ms=1000)
             if position is None:
                 continue
-            end = max(ends.get(tp, 0), self.consumer.highwater(tp) or 0)
+            end = max(ends.get(tp, 0), known[tp] or 0)
             out[tp.partition] = out.get(tp.partition, 0) + max(0, end - position)
         return out
 
