@@ -153,6 +153,7 @@ class DriftConfig(_Strict):
     # or train a fresh challenger beside it that replaces it if it scores better.
     action: Literal["keep", "reset", "challenger"] = "keep"
     challenger_events: int = Field(default=5000, ge=1)
+    challenger_warmup: int = Field(default=1000, ge=0)
 
 
 class CheckpointConfig(_Strict):

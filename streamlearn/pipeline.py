@@ -135,7 +135,10 @@ class Pipeline:
         if action == "reset":
             self._replace_model(self.fresh_model())
         elif action == "challenger" and self.challenger is None:
-            self.challenger = Challenger(self.fresh_model(), self.config.drift.challenger_events)
+            settings = self.config.drift
+            self.challenger = Challenger(
+                self.fresh_model(), settings.challenger_events, warmup=settings.challenger_warmup
+            )
 
     def _race(self, scored: ScoredBatch, labelled: np.ndarray, truth: np.ndarray) -> None:
         # The challenger scores the same labelled events before learning them, as served.
