@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import orjson
 import pytest
@@ -118,4 +120,4 @@ def test_warm_up_events_are_not_compared() -> None:
 def test_the_served_version_never_goes_back(action: str) -> None:
     p = pipeline(action, challenger_events=600)
     versions = run(p, 20)
-    assert all(a <= b for a, b in zip(versions, versions[1:]))
+    assert all(a <= b for a, b in itertools.pairwise(versions))
