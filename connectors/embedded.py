@@ -112,6 +112,9 @@ class _ChildService:
             stderr=subprocess.STDOUT,
             cwd=self._workdir.name,
             preexec_fn=_die_with_parent if sys.platform == "linux" else None,
+            # Its own session: a Ctrl-C at the terminal stops us, and we stop it after the
+            # last batch is written, not before.
+            start_new_session=True,
         )
 
     def _wait_until_ready(self) -> bool:
