@@ -32,7 +32,7 @@ from connectors.kafka_admin import (
     wait_for_broker,
 )
 from streamlearn.batch import RawBatch
-from streamlearn.errors import OutputBackpressure, StreamlearnError
+from streamlearn.errors import OutputBackpressure, OutputRejected, StreamlearnError
 
 __all__ = [
     "CommitFailed",
@@ -53,12 +53,12 @@ class CommitFailed(StreamlearnError):
     """The group rebalanced before the commit; the new owner re-reads those messages."""
 
 
-class DeliveryFailed(StreamlearnError):
+class DeliveryFailed(OutputRejected):
     """The broker rejected a produced message for good (e.g. too large, unknown topic)."""
 
 
-class _KeepPaused(ConsumerRebalanceListener):
-    """Re-pauses partitions a rebalance hands over while the source is paused."""
+class _RebalanceListener(ConsumerRebalanceListener):
+    """Tells the source's owner about rebalances; re-pauses new partitions while paused."""
 
     def __init__(self, source: KafkaSource) -> None:
         self.source = source
@@ -137,7 +137,7 @@ class KafkaSource:
                 # does), so it bounds the latency an idle-then-busy partition adds.
                 fetch_max_wait_ms=fetch_max_wait_ms,
             )
-        self.consumer.subscribe(topics, listener=_KeepPaused(self))
+        self.consumer.subscribe(topics, listener=_RebalanceListener(self))
 
     def poll(self, max_records: int, timeout_s: float, into: RawBatch) -> int:
         """Append up to ``max_records`` messages to ``into``; return how many were appended."""
@@ -164,21 +164,25 @@ class KafkaSource:
             self.consumer.commit(to_commit)
         except CommitFailedError as error:
             raise CommitFailed(f"commit of {offsets} failed after a rebalance: {error}") from error
+        except KafkaError as error:  # coordinator unavailable, request timed out, ...
+            raise CommitFailed(f"commit of {offsets} failed: {error}") from error
 
     def seek(self, offsets: dict[tuple[str, int], int]) -> None:
         """Read next from the given offset of each assigned ``(topic, partition)``."""
         for (topic, partition), offset in offsets.items():
             self.consumer.seek(TopicPartition(topic, partition), offset)
 
-    def seek_to_start(self, partitions: list[tuple[str, int]]) -> None:
-        """Read the given partitions from where ``start`` says: their beginning or their end."""
-        if not partitions:
-            return
-        tps = [TopicPartition(topic, partition) for topic, partition in partitions]
-        if self.start == "earliest":
-            self.consumer.seek_to_beginning(*tps)
-        else:
-            self.consumer.seek_to_end(*tps)
+    def positions(self, partitions: list[tuple[str, int]]) -> dict[tuple[str, int], int]:
+        """The next offset each assigned partition would be read from.
+
+        That is the group's commit, or where ``start`` says when the group has none.
+        """
+        out: dict[tuple[str, int], int] = {}
+        for topic, partition in partitions:
+            position = self.consumer.position(TopicPartition(topic, partition), timeout_ms=10_000)
+            if position is not None:
+                out[(topic, partition)] = position
+        return out
 
     def pause_all(self) -> None:
         """Stop fetching from every assigned partition, including ones assigned later."""
@@ -244,6 +248,9 @@ def _columns(topic: str, partition: int, records: list[Any], received: float) ->
     )
 
 
+_Message = tuple[str, bytes, bytes | None, list[tuple[str, bytes]] | None]
+
+
 class KafkaSink:
     """A producer for outputs (dead letters, predictions); :meth:`flush` makes them durable.
 
@@ -264,7 +271,7 @@ class KafkaSink:
         self, bootstrap: str, *, client_id: str = "streamlearn", connect_timeout_s: float = 10.0
     ) -> None:
         self.bootstrap = bootstrap
-        self._pending: list[Any] = []
+        self._pending: list[tuple[Any, _Message]] = []
         with connecting(bootstrap):
             self.producer = KafkaProducer(
                 bootstrap_servers=bootstrap,
@@ -286,35 +293,43 @@ class KafkaSink:
         headers: list[tuple[str, bytes]] | None = None,
     ) -> None:
         """Queue one message; delivery failures surface in :meth:`flush`."""
+        message = (topic, value, key, headers)
+        self._pending.append((self._send(message), message))
+
+    def _send(self, message: _Message) -> Any:
+        topic, value, key, headers = message
         try:
-            future = self.producer.send(topic, value=value, key=key, headers=headers)
+            return self.producer.send(topic, value=value, key=key, headers=headers)
         except KafkaTimeoutError as error:
             raise OutputBackpressure(
                 f"Kafka producer cannot queue to {topic!r}: {error}"
             ) from error
         except KafkaError as error:  # e.g. larger than max_request_size: never deliverable
             raise DeliveryFailed(f"cannot send to Kafka topic {topic!r}: {error}") from error
-        self._pending.append(future)
 
     def flush(self, timeout_s: float = 30.0) -> None:
         """Wait until every queued message is acknowledged.
 
-        Raises :class:`OutputBackpressure` if some are still in flight after ``timeout_s``
-        (they stay queued), or :class:`DeliveryFailed` if the broker rejected any.
+        Raises :class:`OutputBackpressure` if some are still in flight after ``timeout_s`` or
+        failed in a way worth retrying (they are queued again, so a later flush can succeed),
+        or :class:`DeliveryFailed` if the broker refused any for good.
         """
         # A timeout is reported below, with how many messages are still waiting.
         with suppress(KafkaTimeoutError):
             self.producer.flush(timeout=timeout_s)
-        failed = [f for f in self._pending if f.is_done and f.failed()]
-        self._pending = [f for f in self._pending if not f.is_done]
-        if failed:
+        failed = [(f, m) for f, m in self._pending if f.is_done and f.failed()]
+        self._pending = [(f, m) for f, m in self._pending if not f.is_done]
+        refused = [f for f, _ in failed if not getattr(f.exception, "retriable", False)]
+        if refused:
             raise DeliveryFailed(
-                f"{len(failed)} message(s) to Kafka at {self.bootstrap} were rejected: "
-                f"{failed[0].exception}"
+                f"{len(refused)} message(s) to Kafka at {self.bootstrap} were rejected: "
+                f"{refused[0].exception}"
             )
+        for _, message in failed:
+            self._pending.append((self._send(message), message))
         if self._pending:
             raise OutputBackpressure(
-                f"{len(self._pending)} message(s) not acknowledged by Kafka at "
+                f"{len(self._pending)} message(s) not yet acknowledged by Kafka at "
                 f"{self.bootstrap} within {timeout_s:.0f} s"
             )
 

@@ -14,6 +14,9 @@ import orjson
 from connectors.redis_store import PredictionColumns, PredictionStore
 from streamlearn.pipeline import ScoredBatch
 
+# The original bytes of a dead letter are kept up to this size (then cut, with a header saying so).
+MAX_DEAD_LETTER_BYTES = 512 * 1024
+
 
 class MessageSink(Protocol):
     """A producer of Kafka messages."""
@@ -30,6 +33,10 @@ class MessageSink(Protocol):
 
     def flush(self, timeout_s: float = 30.0) -> None:
         """Block until every queued message is acknowledged, or raise."""
+        ...
+
+    def close(self) -> None:
+        """Deliver what is queued and disconnect."""
         ...
 
 
@@ -51,33 +58,46 @@ class BatchOutputs:
         self.predictions_topic = predictions_topic
 
     def write(self, scored: ScoredBatch) -> None:
-        """Write all outputs of ``scored`` durably."""
-        queued = self._send_dead_letters(scored)
-        if self.predictions_topic and len(scored.decoded):
-            self._send_predictions(scored)
-            queued = True
-        if len(scored.decoded):
-            self.store.write(columns(scored))
-        if queued:
-            self.producer.flush()
+        """Write all outputs of ``scored`` durably.
 
-    def _send_dead_letters(self, scored: ScoredBatch) -> bool:
+        Called again after a failure, it resumes: messages already queued to Kafka are not
+        queued twice, and a Redis write that landed is not repeated.
+        """
+        done = scored.written
+        if "queued" not in done:
+            self._send_dead_letters(scored)
+            if self.predictions_topic and len(scored.decoded):
+                self._send_predictions(scored)
+            done.add("queued")
+        if "kafka" not in done:
+            self.producer.flush()
+            done.add("kafka")
+        if "redis" not in done:
+            if len(scored.decoded):
+                self.store.write(columns(scored))
+            done.add("redis")
+
+    def close(self) -> None:
+        """Deliver what is queued and disconnect the producer."""
+        self.producer.close()
+
+    def _send_dead_letters(self, scored: ScoredBatch) -> None:
         raw = scored.raw
         for rejection in scored.rejected:
             i = rejection.index
             source = f"{raw.topics[i]}/{raw.partitions[i]}/{raw.offsets[i]}"
-            self.producer.send(
-                self.dead_letter_topic,
-                raw.values[i] or b"",
-                key=raw.keys[i],
-                headers=[
-                    ("reason", rejection.reason.encode()),
-                    ("detail", rejection.detail.encode()),
-                    ("source", source.encode()),
-                    ("pipeline", self.pipeline.encode()),
-                ],
-            )
-        return bool(scored.rejected)
+            value = raw.values[i] or b""
+            headers = [
+                ("reason", rejection.reason.encode()),
+                ("detail", rejection.detail.encode()),
+                ("source", source.encode()),
+                ("pipeline", self.pipeline.encode()),
+            ]
+            if len(value) > MAX_DEAD_LETTER_BYTES:
+                # A message near the broker's size limit would not fit again with headers.
+                headers.append(("truncated_from", str(len(value)).encode()))
+                value = value[:MAX_DEAD_LETTER_BYTES]
+            self.producer.send(self.dead_letter_topic, value, key=raw.keys[i], headers=headers)
 
     def _send_predictions(self, scored: ScoredBatch) -> None:
         d = scored.decoded

@@ -15,9 +15,14 @@ import redis
 
 from connectors.retry import retry
 from streamlearn.checkpoint import Checkpoint
-from streamlearn.errors import OutputBackpressure, ServiceUnavailable
+from streamlearn.errors import (
+    OutputBackpressure,
+    OutputRejected,
+    ServiceUnavailable,
+    StreamlearnError,
+)
 
-# KEYS: one prediction hash per entity. ARGV: ttl_ms, then 5 values per key.
+# KEYS: one prediction hash per entity. ARGV: ttl_ms, then 6 values per key.
 _WRITE_SCRIPT = """
 local ttl = tonumber(ARGV[1])
 local written = 0
@@ -50,6 +55,20 @@ class PredictionColumns:
     labels: np.ndarray
     model_version: int
     scored_at_ms: int
+
+
+def latest_per_entity(entities: Sequence[str], timestamps: Sequence[int]) -> list[int]:
+    """Positions of each entity's most recent event (by time; the later one on a tie).
+
+    >>> latest_per_entity(["a", "b", "a", "a"], [5, 1, 9, 7])
+    [1, 2]
+    """
+    best: dict[str, int] = {}
+    for i, (entity, ts) in enumerate(zip(entities, timestamps)):
+        j = best.get(entity)
+        if j is None or timestamps[j] <= ts:
+            best[entity] = i
+    return sorted(best.values())
 
 
 def prediction_key(prefix: str, pipeline: str, entity_id: str) -> str:
@@ -88,8 +107,7 @@ class PredictionStore:
 
     def write(self, predictions: PredictionColumns) -> int:
         """Write the latest prediction per entity; return how many hashes were updated."""
-        latest = {entity: i for i, entity in enumerate(predictions.entity_ids)}
-        order = sorted(latest.values())
+        order = latest_per_entity(predictions.entity_ids, predictions.timestamps_ms.tolist())
         entities = [predictions.entity_ids[i] for i in order]
         scores = predictions.scores[order].tolist()
         labels = predictions.labels[order].astype(np.int8).tolist()
@@ -108,7 +126,7 @@ class PredictionStore:
             try:
                 written += int(self._script(keys=keys, args=args))
             except redis.RedisError as exc:
-                raise OutputBackpressure(f"writing predictions to Redis failed: {exc}") from exc
+                raise _classified(exc, "writing predictions to Redis") from exc
         return written
 
     def read(self, entity_id: str) -> dict[str, str] | None:
@@ -117,6 +135,16 @@ class PredictionStore:
         if not raw:
             return None
         return {_text(k): _text(v) for k, v in raw.items()}
+
+
+def _classified(exc: redis.RedisError, doing: str) -> StreamlearnError:
+    """Worth retrying (down, slow, loading, out of memory) or refused for good (WRONGTYPE...)."""
+    transient = isinstance(exc, redis.ConnectionError | redis.TimeoutError) or str(exc).startswith(
+        ("OOM", "BUSY", "LOADING", "MASTERDOWN", "READONLY", "TRYAGAIN")
+    )
+    if transient:
+        return OutputBackpressure(f"{doing} failed: {exc}")
+    return OutputRejected(f"{doing} was refused by Redis: {exc}")
 
 
 def _text(value: bytes | str) -> str:
@@ -139,7 +167,7 @@ class RedisCheckpointStore:
         try:
             self.client.hset(self.key, mapping=checkpoint.to_fields())  # type: ignore[arg-type]
         except redis.RedisError as exc:
-            raise OutputBackpressure(f"writing the model checkpoint failed: {exc}") from exc
+            raise _classified(exc, "writing the model checkpoint") from exc
 
     def load(self) -> Checkpoint | None:
         """The stored checkpoint, or ``None`` when this pipeline has none yet."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import signal
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from types import FrameType
@@ -22,7 +22,7 @@ from connectors.outputs import BatchOutputs
 from connectors.prometheus import PrometheusHooks
 from connectors.redis_store import PredictionStore, RedisCheckpointStore, connect
 from streamlearn.batching import AdaptiveBatcher
-from streamlearn.checkpoint import Checkpointer
+from streamlearn.checkpoint import Checkpointer, fingerprint
 from streamlearn.config import AppConfig, PipelineConfig
 from streamlearn.hooks import FanOutHooks, PipelineHooks
 from streamlearn.pipeline import Pipeline
@@ -53,14 +53,15 @@ class App:
         Metrics stay served after this returns, until :meth:`close`.
         """
         self.serve_metrics()
-        producer = self._connect()
+        self._connect()
+        readiness = Readiness([p.name for p in self.config.pipelines], self.hooks.on_ready)
+        self.runners = [self._runner(p, readiness) for p in self.config.pipelines]
         try:
-            self.runners = [self._runner(p, producer) for p in self.config.pipelines]
-            self.hooks.on_ready(True)
             return self._run_all(max_events)
         finally:
             self.hooks.on_ready(False)
-            producer.close()
+            for runner in self.runners:
+                runner.outputs.close()
 
     def serve_metrics(self) -> None:
         """Start ``/metrics``, ``/healthz`` and ``/readyz`` (once; port 0 in config disables)."""
@@ -80,7 +81,7 @@ class App:
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
-    def _connect(self) -> KafkaSink:
+    def _connect(self) -> None:
         kafka = self.config.kafka
         wait_for_broker(kafka.bootstrap, timeout_s=kafka.connect_timeout_s)
         topics = {p.dead_letter_topic for p in self.config.pipelines}
@@ -90,22 +91,29 @@ class App:
             if p.outputs.predictions_topic
         }
         ensure_topics(kafka.bootstrap, sorted(topics))
-        return KafkaSink(kafka.bootstrap, client_id=f"{kafka.client_id}-producer")
 
-    def _runner(self, config: PipelineConfig, producer: KafkaSink) -> PipelineRunner:
-        kafka = self.config.kafka
+    def _runner(self, config: PipelineConfig, readiness: Readiness) -> PipelineRunner:
         client = connect(self.config.redis.url, timeout_s=self.config.redis.connect_timeout_s)
-        store = PredictionStore(
-            client, self.config.redis.prefix, config.name, config.outputs.prediction_ttl_s
+        source = self._source(config)
+        pipeline = Pipeline(config)
+        checkpointer, learned = self._restore(config, pipeline, client)
+        runner = PipelineRunner(
+            pipeline,
+            source,
+            self._outputs(config, client),
+            AdaptiveBatcher(config.batching),
+            self.hooks,
+            checkpointer=checkpointer,
+            learned_offsets=learned,
+            on_ready=lambda ready: readiness.set(config.name, ready),
         )
-        outputs = BatchOutputs(
-            config.name,
-            store,
-            producer,
-            config.dead_letter_topic,
-            config.outputs.predictions_topic,
-        )
-        source = KafkaSource(
+        source.on_assign = runner.assigned
+        source.on_revoke = runner.revoke
+        return runner
+
+    def _source(self, config: PipelineConfig) -> KafkaSource:
+        kafka = self.config.kafka
+        return KafkaSource(
             kafka.bootstrap,
             [config.source.topic],
             config.source.group or f"streamlearn-{config.name}",
@@ -116,46 +124,42 @@ class App:
             max_poll_records=config.source.poll_max_records,
             fetch_max_wait_ms=fetch_wait_ms(config.batching.latency_target_ms),
         )
-        pipeline = Pipeline(config)
-        checkpointer = self._restore(config, pipeline, client)
-        if checkpointer is not None and checkpointer.offsets:
 
-            def resume(partitions: list[tuple[str, int]]) -> None:
-                # Read on from what the model learned, which may lie behind the group's commits.
-                covered, never_learned = checkpointer.resume_from(partitions)
-                source.seek(covered)
-                source.seek_to_start(never_learned)
-
-            source.on_assign = resume
-        runner = PipelineRunner(
-            pipeline,
-            source,
-            outputs,
-            AdaptiveBatcher(config.batching),
-            self.hooks,
-            checkpointer=checkpointer,
+    def _outputs(self, config: PipelineConfig, client: Redis) -> BatchOutputs:
+        # One producer per pipeline: a flush then waits for, and reports, only its own messages.
+        kafka = self.config.kafka
+        producer = KafkaSink(kafka.bootstrap, client_id=f"{kafka.client_id}-{config.name}-out")
+        store = PredictionStore(
+            client, self.config.redis.prefix, config.name, config.outputs.prediction_ttl_s
         )
-        source.on_revoke = runner.revoke
-        return runner
+        return BatchOutputs(
+            config.name,
+            store,
+            producer,
+            config.dead_letter_topic,
+            config.outputs.predictions_topic,
+        )
 
     def _restore(
         self, config: PipelineConfig, pipeline: Pipeline, client: Redis
-    ) -> Checkpointer | None:
+    ) -> tuple[Checkpointer | None, dict[tuple[str, int], int]]:
         if not config.checkpoint.enabled:
-            return None
+            return None, {}
         store = RedisCheckpointStore(client, self.config.redis.prefix, config.name)
-        checkpointer = Checkpointer(store, pipeline, config.checkpoint.interval_s)
+        identity = fingerprint(config.schema_.model_dump_json(), config.model.model_dump_json())
+        checkpointer = Checkpointer(store, pipeline, config.checkpoint.interval_s, identity)
         restored = checkpointer.restore()
-        if restored is not None:
-            log.info(
-                "%s: restored model version %d learned up to %s",
-                config.name,
-                restored.version,
-                restored.offsets,
-            )
-            self.hooks.on_model_version(config.name, restored.version)
-            self.hooks.on_checkpoint(config.name, restored.written_at)
-        return checkpointer
+        if restored is None:
+            return checkpointer, {}
+        log.info(
+            "%s: restored model version %d learned up to %s",
+            config.name,
+            restored.version,
+            restored.offsets,
+        )
+        self.hooks.on_model_version(config.name, restored.version)
+        self.hooks.on_checkpoint(config.name, restored.written_at)
+        return checkpointer, restored.offsets
 
     def _run_all(self, max_events: int | None) -> dict[str, RunStats]:
         results: dict[str, RunStats] = {}
@@ -182,6 +186,29 @@ class App:
         if errors:
             raise errors[0]
         return results
+
+
+class Readiness:
+    """The process is ready while every pipeline holds partitions and its outputs work.
+
+    >>> seen = []
+    >>> r = Readiness(["fraud", "churn"], seen.append)
+    >>> r.set("fraud", True); r.set("churn", True); r.set("churn", False)
+    >>> seen
+    [False, True, False]
+    """
+
+    def __init__(self, pipelines: list[str], report: Callable[[bool], None]) -> None:
+        self.not_ready = set(pipelines)
+        self.report = report
+
+    def set(self, pipeline: str, ready: bool) -> None:
+        """Record one pipeline's state and report the process's."""
+        if ready:
+            self.not_ready.discard(pipeline)
+        else:
+            self.not_ready.add(pipeline)
+        self.report(not self.not_ready)
 
 
 def fetch_wait_ms(latency_target_ms: float) -> int:

@@ -116,3 +116,17 @@ class RawBatch:
                 setattr(self, name, [column[i] for i in keep])
             self.nbytes = sum(len(v) for v in self.values if v)
         return dropped
+
+    def first_offsets(self) -> dict[tuple[str, int], int]:
+        """Offset of the first buffered message per ``(topic, partition)``.
+
+        >>> b = RawBatch()
+        >>> for p, o in ((0, 7), (1, 3), (0, 8)):
+        ...     b.append("t", p, o, None, b"x", 0, received=0.0)
+        >>> b.first_offsets()
+        {('t', 0): 7, ('t', 1): 3}
+        """
+        out: dict[tuple[str, int], int] = {}
+        for tp, offset in zip(zip(self.topics, self.partitions), self.offsets):
+            out.setdefault(tp, offset)
+        return out

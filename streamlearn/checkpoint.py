@@ -7,6 +7,8 @@ learned twice or skipped across a crash.
 
 from __future__ import annotations
 
+import hashlib
+import logging
 import pickle
 import time
 from collections.abc import Callable
@@ -17,6 +19,8 @@ import orjson
 
 Offsets = dict[tuple[str, int], int]
 
+log = logging.getLogger(__name__)
+
 
 @dataclass(frozen=True, slots=True)
 class Checkpoint:
@@ -24,7 +28,8 @@ class Checkpoint:
 
     Examples
     --------
-    >>> c = Checkpoint(model=b"m", version=3, offsets={("t", 0): 10}, written_at=1.5)
+    >>> c = Checkpoint(model=b"m", version=3, offsets={("t", 0): 10}, written_at=1.5,
+    ...                fingerprint="ab12")
     >>> Checkpoint.from_fields(c.to_fields()) == c
     True
     """
@@ -33,6 +38,7 @@ class Checkpoint:
     version: int
     offsets: Offsets
     written_at: float
+    fingerprint: str = ""
 
     def to_fields(self) -> dict[str, bytes]:
         """The checkpoint as flat byte fields, e.g. for one Redis hash."""
@@ -44,6 +50,7 @@ class Checkpoint:
             "version": str(self.version).encode(),
             "offsets": orjson.dumps(offsets),
             "written_at": repr(self.written_at).encode(),
+            "fingerprint": self.fingerprint.encode(),
         }
 
     @classmethod
@@ -58,6 +65,7 @@ class Checkpoint:
             version=int(get["version"]),
             offsets=offsets,
             written_at=float(get["written_at"]),
+            fingerprint=get.get("fingerprint", b"").decode(),
         )
 
 
@@ -74,7 +82,10 @@ class CheckpointStore(Protocol):
 
 
 class Checkpointer:
-    """Tracks what the model has learned up to and checkpoints it every ``interval_s``.
+    """Saves the model with the offsets it learned up to, every ``interval_s``, and restores it.
+
+    ``fingerprint`` identifies the schema and model configuration: a checkpoint taken under
+    another one (features or estimator changed) is not restored, since the model would not fit.
 
     Examples
     --------
@@ -86,16 +97,18 @@ class Checkpointer:
     ...     model = {"weights": [1.0]}
     >>> now = [0.0]
     >>> store, holder = Memory(), Holder()
-    >>> cp = Checkpointer(store, holder, interval_s=10, clock=lambda: now[0],
+    >>> cp = Checkpointer(store, holder, interval_s=10, fingerprint="v1", clock=lambda: now[0],
     ...                   wall=lambda: 100.0)
-    >>> cp.learned({("t", 0): 5}, version=1) is None   # not due yet
-    True
+    >>> cp.due()
+    False
     >>> now[0] = 11.0
-    >>> cp.learned({("t", 1): 7}, version=2).offsets
-    {('t', 0): 5, ('t', 1): 7}
+    >>> cp.due(), cp.save({("t", 0): 5}, version=2).offsets, cp.due()
+    (True, {('t', 0): 5}, False)
     >>> holder.model = None
     >>> cp.restore().version, holder.model
     (2, {'weights': [1.0]})
+    >>> Checkpointer(store, holder, 10, fingerprint="v2").restore() is None  # config changed
+    True
     """
 
     def __init__(
@@ -103,58 +116,55 @@ class Checkpointer:
         store: CheckpointStore,
         holder: Any,
         interval_s: float,
+        fingerprint: str = "",
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
     ) -> None:
         self.store = store
         self.holder = holder  # anything with a picklable ``model`` attribute (the Pipeline)
         self.interval_s = interval_s
+        self.fingerprint = fingerprint
         self.clock = clock
         self.wall = wall
-        self.offsets: Offsets = {}
         self._due = clock() + interval_s
-        self._dirty = False
 
-    def learned(self, offsets: Offsets, version: int) -> Checkpoint | None:
-        """The model has learned up to ``offsets``; save a checkpoint if one is due."""
-        self.offsets.update(offsets)
-        self._dirty = True
-        if self.clock() < self._due:
-            return None
-        return self.save(version)
+    def due(self) -> bool:
+        """Whether ``interval_s`` has passed since the last save (or attempt)."""
+        return self.clock() >= self._due
 
-    def save(self, version: int) -> Checkpoint | None:
-        """Save a checkpoint now if anything was learned since the last one."""
-        if not self._dirty:
-            return None
+    def save(self, offsets: Offsets, version: int) -> Checkpoint:
+        """Save the model as it is now, as having learned up to ``offsets``."""
+        self._due = self.clock() + self.interval_s  # a failed attempt waits a full interval too
         checkpoint = Checkpoint(
             model=pickle.dumps(self.holder.model, protocol=pickle.HIGHEST_PROTOCOL),
             version=version,
-            offsets=dict(self.offsets),
+            offsets=dict(offsets),
             written_at=self.wall(),
+            fingerprint=self.fingerprint,
         )
         self.store.save(checkpoint)
-        self._due = self.clock() + self.interval_s
-        self._dirty = False
         return checkpoint
 
     def restore(self) -> Checkpoint | None:
-        """Load the stored checkpoint into the holder; return it (``None`` when there is none)."""
+        """Load the stored checkpoint into the holder; ``None`` when there is none that fits."""
         checkpoint = self.store.load()
         if checkpoint is None:
             return None
+        if checkpoint.fingerprint != self.fingerprint:
+            log.warning(
+                "the stored checkpoint was taken under another schema or model configuration; "
+                "starting with a fresh model"
+            )
+            return None
         # The store is the operator's own Redis: a checkpoint is trusted like the config file.
         self.holder.model = pickle.loads(checkpoint.model)
-        self.offsets = dict(checkpoint.offsets)
         return checkpoint
 
-    def resume_from(
-        self, partitions: list[tuple[str, int]]
-    ) -> tuple[Offsets, list[tuple[str, int]]]:
-        """Where to read newly assigned partitions: offsets the checkpoint covers, and the rest.
 
-        The rest are partitions this model never learned from; they are read from their start,
-        whatever the group committed for them.
-        """
-        covered = {tp: self.offsets[tp] for tp in partitions if tp in self.offsets}
-        return covered, [tp for tp in partitions if tp not in self.offsets]
+def fingerprint(*parts: str) -> str:
+    """A short stable digest of configuration text.
+
+    >>> fingerprint("a", "b") == fingerprint("a", "b") != fingerprint("a", "c")
+    True
+    """
+    return hashlib.sha256("\x00".join(parts).encode()).hexdigest()[:16]

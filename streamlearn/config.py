@@ -76,6 +76,8 @@ class SchemaConfig(_Strict):
     target: str | None = None
     features: dict[str, FeatureSpec]
     max_event_bytes: int = Field(default=64 * 1024, ge=64)
+    # Larger numbers are unit or encoding mistakes, and would overflow the running scaler.
+    max_abs_value: float = Field(default=1e12, gt=0)
 
     @field_validator("features", mode="before")
     @classmethod
@@ -136,6 +138,11 @@ class BatchingConfig(_Strict):
     def _bounds(self) -> BatchingConfig:
         if self.min_size > self.max_size:
             raise ValueError(f"min_size ({self.min_size}) must be ≤ max_size ({self.max_size})")
+        if self.max_buffered_events < self.max_size:
+            raise ValueError(
+                f"max_buffered_events ({self.max_buffered_events}) must be ≥ max_size "
+                f"({self.max_size}), or a full batch could never be buffered"
+            )
         if self.initial_size is not None and not (
             self.min_size <= self.initial_size <= self.max_size
         ):

@@ -93,8 +93,9 @@ class EventDecoder:
         event_ids = self._strings(v, s.id, "a string id", allow_empty=False)
         entity_ids = self._strings(v, s.entity, "a string id", allow_empty=False)
         ts = self._numbers(v, s.timestamp, _NUMBER_TYPES)
+        limit = s.max_abs_value
         numeric = {
-            name: self._numbers(v, name, self._allowed(name)) for name in self.numeric_fields
+            name: self._numbers(v, name, self._allowed(name), limit) for name in self.numeric_fields
         }
         categorical = {
             name: self._strings(v, name, "a string", allow_empty=True)
@@ -169,7 +170,9 @@ class EventDecoder:
         return column
 
     @staticmethod
-    def _numbers(v: _Verdicts, name: str, allowed: set[type]) -> np.ndarray:
+    def _numbers(
+        v: _Verdicts, name: str, allowed: set[type], limit: float | None = None
+    ) -> np.ndarray:
         column: list[Any] = [r.get(name) for r in v.records]
         if not set(map(type, column)) <= allowed:
             expected = "an integer" if allowed is _INT_TYPES else "a number"
@@ -180,6 +183,9 @@ class EventDecoder:
         array = np.array(column, dtype=np.float64) if column else np.empty(0)
         for k in np.flatnonzero(~np.isfinite(array)).tolist():
             v.mark(k, "not_finite", f"field {name!r} is {column[k]!r}")
+        if limit is not None:
+            for k in np.flatnonzero(np.abs(array) > limit).tolist():
+                v.mark(k, "out_of_range", f"field {name!r}: |{column[k]!r}| > {limit:g}")
         return array
 
     def _targets(self, v: _Verdicts) -> np.ndarray:

@@ -25,3 +25,11 @@ class ServiceUnavailable(StreamlearnError):
 
 class OutputBackpressure(StreamlearnError):
     """A sink cannot take more output right now; the runner pauses consumption and retries."""
+
+
+class OutputRejected(StreamlearnError):
+    """A sink refused output for good (too large, wrong type in Redis): retrying cannot help."""
+
+
+class ShutdownTimeout(StreamlearnError):
+    """Outputs were still failing when the shutdown grace period ran out; nothing was committed."""

@@ -17,7 +17,8 @@ class PrequentialEvaluator:
     """Rolling-window AUC, accuracy and log-loss of a binary classifier's scores.
 
     The window is a numpy ring buffer: ``update`` costs O(batch) and only the last ``window``
-    (score, label) pairs count. A score at or above ``threshold`` is a positive prediction.
+    (score, label) pairs count. A score above ``threshold`` is a positive prediction (a tie is
+    negative, as river's ``predict_one`` breaks it and as the served label is set).
 
     Parameters
     ----------
@@ -91,7 +92,7 @@ class PrequentialEvaluator:
         s, y = self._window()
         if len(s) == 0:
             return None
-        return float(np.mean((s >= self.threshold) == (y == 1)))
+        return float(np.mean((s > self.threshold) == (y == 1)))
 
     def logloss(self) -> float | None:
         """Mean binary cross-entropy over the window, scores clipped; None when it is empty."""
@@ -112,7 +113,7 @@ class PrequentialEvaluator:
         This is the error stream a drift detector watches; it does not touch the window.
         """
         s, y = _as_pairs(scores, labels)
-        return ((s >= self.threshold) != (y == 1)).astype(np.int8)
+        return ((s > self.threshold) != (y == 1)).astype(np.int8)
 
     def _window(self) -> tuple[np.ndarray, np.ndarray]:
         # Order inside the window does not matter to any score, so no unrolling is needed.

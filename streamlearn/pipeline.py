@@ -36,6 +36,8 @@ class ScoredBatch:
     labels: np.ndarray
     model_version: int
     scored_at_ms: int
+    # Which outputs already landed ("queued", "kafka", "redis"), so a retried write resumes.
+    written: set[str] = field(default_factory=set)
 
     @property
     def rejected(self) -> list[Rejection]:
@@ -104,7 +106,8 @@ class Pipeline:
         """Decode, validate and featurize ``raw``, and score it with the current model."""
         decoded = self.decoder.decode(raw.values)
         features = self.featurizer.transform(decoded)
-        scores = self.model.predict_proba(features)
+        # A model that diverged must not put NaN in front of the business: serve the prior.
+        scores = np.nan_to_num(self.model.predict_proba(features), nan=0.5).clip(0.0, 1.0)
         return ScoredBatch(
             raw=raw,
             decoded=decoded,

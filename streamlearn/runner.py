@@ -17,7 +17,8 @@ import numpy as np
 
 from streamlearn.batch import RawBatch
 from streamlearn.batching import AdaptiveBatcher, Trigger
-from streamlearn.checkpoint import Checkpoint, Checkpointer
+from streamlearn.checkpoint import Checkpointer
+from streamlearn.delivery import Delivery
 from streamlearn.errors import StreamlearnError
 from streamlearn.hooks import PipelineHooks
 from streamlearn.pipeline import Pipeline, ScoredBatch
@@ -52,12 +53,24 @@ class Source(Protocol):
         """Leave the consumer group."""
         ...
 
+    def seek(self, offsets: dict[tuple[str, int], int]) -> None:
+        """Read the given partitions next from the given offsets."""
+        ...
+
+    def positions(self, partitions: list[tuple[str, int]]) -> dict[tuple[str, int], int]:
+        """The next offset each given partition would be read from."""
+        ...
+
 
 class OutputWriter(Protocol):
     """Where a scored batch goes: predictions and dead letters, durably, before commit."""
 
     def write(self, scored: ScoredBatch) -> None:
-        """Write everything or raise."""
+        """Write everything or raise; may be called again for the same batch after a failure."""
+        ...
+
+    def close(self) -> None:
+        """Release connections."""
         ...
 
 
@@ -87,6 +100,8 @@ class PipelineRunner:
         retry_backoff_s: tuple[float, float] = (0.1, 5.0),
         lag_interval_s: float = 1.0,
         checkpointer: Checkpointer | None = None,
+        learned_offsets: dict[tuple[str, int], int] | None = None,
+        on_ready: Callable[[bool], None] | None = None,
     ) -> None:
         self.pipeline = pipeline
         self.source = source
@@ -98,6 +113,17 @@ class PipelineRunner:
         self.retry_backoff_s = retry_backoff_s
         self.lag_interval_s = lag_interval_s
         self.checkpointer = checkpointer
+        # Next offset to learn per partition: where a rebalance or a restart resumes.
+        self.learned_offsets = dict(learned_offsets or {})
+        self.on_ready = on_ready or (lambda ready: None)
+        self.delivery = Delivery(
+            source.pause_all,
+            source.resume_all,
+            self.on_ready,
+            backoff_s=retry_backoff_s,
+        )
+        self._unsaved = False
+        self._unresolved: set[tuple[str, int]] = set()
         self.stats = RunStats()
         self._buffer = RawBatch()
         self._next_lag = 0.0
@@ -119,8 +145,7 @@ class PipelineRunner:
             if done:
                 if buffered == 0:
                     self.hooks.on_model_score(name, self.pipeline.evaluator.scores())
-                    if self.checkpointer is not None:
-                        self._checkpointed(self.checkpointer.save(self.pipeline.model.version))
+                    self._checkpoint(force=True)
                     return self.stats
                 trigger: Trigger | None = Trigger.SHUTDOWN
             else:
@@ -144,6 +169,8 @@ class PipelineRunner:
             return
         wait = self.batcher.wait_s(buffered, self._buffer.oldest_received)
         n = self.source.poll(room, wait, self._buffer)
+        if self._unresolved:
+            self._resolve_new_partitions()
         if n:
             self.stats.consumed += n
             self.hooks.on_consumed(self.pipeline.name, n)
@@ -154,7 +181,7 @@ class PipelineRunner:
         scored = self.pipeline.score(batch)
         scored_at = self.clock()
         hooks.on_stage(name, "score", scored_at - started)
-        self._write(scored, stop)
+        self.delivery.deliver(lambda: self.outputs.write(scored), stop, name)
         written_at_ms = self.wall_ms()
         written_at = self.clock()
         hooks.on_stage(name, "write", written_at - scored_at)
@@ -162,66 +189,73 @@ class PipelineRunner:
         outcome = self.pipeline.learn(scored)
         learned_at = self.clock()
         hooks.on_stage(name, "learn", learned_at - written_at)
-        self._commit(batch)
-        if self.checkpointer is not None:
-            version = self.pipeline.model.version
-            self._checkpointed(self.checkpointer.learned(batch.commit_offsets, version))
+        offsets = batch.commit_offsets
+        self.learned_offsets.update(offsets)
+        self._unsaved = True
+        self._commit(offsets)
         finished = self.clock()
         hooks.on_stage(name, "commit", finished - learned_at)
+        self._checkpoint()
         self._report_learning(outcome.learned, outcome.metrics, outcome.drift)
         self.batcher.observe(len(batch), finished - started, trigger, lag=self._lag)
         hooks.on_batch_closed(name, len(batch), trigger.value)
         hooks.on_batch_size(name, self.batcher.size)
         self.stats.batches += 1
 
-    def _checkpointed(self, checkpoint: Checkpoint | None) -> None:
-        if checkpoint is not None:
-            self.hooks.on_checkpoint(self.pipeline.name, checkpoint.written_at)
-
-    def _commit(self, batch: RawBatch) -> None:
+    def _checkpoint(self, force: bool = False) -> None:
+        cp = self.checkpointer
+        if cp is None or not self._unsaved or not (force or cp.due()):
+            return
+        started = self.clock()
         try:
-            self.source.commit(batch.commit_offsets)
+            checkpoint = cp.save(self.learned_offsets, self.pipeline.model.version)
+        except (StreamlearnError, OSError) as exc:
+            # A missed checkpoint only means more replay after a crash: try again later.
+            log.warning("%s: saving the model checkpoint failed: %s", self.pipeline.name, exc)
+            return
+        self._unsaved = False
+        self.hooks.on_stage(self.pipeline.name, "checkpoint", self.clock() - started)
+        self.hooks.on_checkpoint(self.pipeline.name, checkpoint.written_at)
+
+    def _commit(self, offsets: dict[tuple[str, int], int]) -> None:
+        try:
+            self.source.commit(offsets)
         except StreamlearnError as exc:
-            # A rebalance took the partitions; their new owner resumes from the last commit,
-            # so this batch's outputs may be written twice (idempotently, keyed by entity).
+            # A rebalance took the partitions, or the coordinator did not answer: the next
+            # commit covers these offsets, or the new owner resumes from the last one.
             log.warning("%s: %s", self.pipeline.name, exc)
 
-    def _write(self, scored: ScoredBatch, stop: threading.Event) -> None:
-        # Outputs must land before the commit; while they cannot, stop fetching (bounded
-        # memory) and retry with backoff. A stop request does not abandon the batch.
-        delay, ceiling = self.retry_backoff_s
-        paused = False
-        while True:
-            try:
-                self.outputs.write(scored)
-                break
-            except (StreamlearnError, OSError, ConnectionError) as exc:
-                if not paused:
-                    self.source.pause_all()
-                    self.hooks.on_ready(False)
-                    paused = True
-                log.warning(
-                    "%s: writing outputs failed (%s); retrying in %.1fs",
-                    self.pipeline.name,
-                    exc,
-                    delay,
-                )
-                self._wait_paused(delay)
-                delay = min(ceiling, delay * 2)
-        if paused:
-            self.source.resume_all()
-            self.hooks.on_ready(True)
-            log.info("%s: outputs recovered; consuming again", self.pipeline.name)
+    def assigned(self, partitions: list[tuple[str, int]]) -> None:
+        """Partitions were assigned: read each on from what the model has learned.
 
-    def _wait_paused(self, seconds: float) -> None:
-        # Polling a paused source returns nothing but keeps this member in its group.
-        self.source.poll(1, seconds, RawBatch())
+        That can lie behind the group's commit (a checkpoint restored after a crash) or ahead
+        of it (a batch learned whose commit failed). A partition this model never had is read
+        from the group's commit, and from then on counts as learned up to there. Called from
+        inside the consumer's poll, so it must not block: new partitions are resolved after it.
+        """
+        known = {tp: self.learned_offsets[tp] for tp in partitions if tp in self.learned_offsets}
+        self.source.seek(known)
+        self._unresolved.update(tp for tp in partitions if tp not in known)
+        self.on_ready(True)
+
+    def _resolve_new_partitions(self) -> None:
+        # Where a new partition's reading started: its first buffered message, else its position.
+        first = self._buffer.first_offsets() if self._unresolved else {}
+        missing = [tp for tp in self._unresolved if tp not in first]
+        positions = self.source.positions(missing) if missing else {}
+        for tp in self._unresolved:
+            start = first.get(tp, positions.get(tp))
+            if start is not None:
+                self.learned_offsets[tp] = start
+                self._unsaved = True
+        self._unresolved.clear()
 
     def revoke(self, partitions: list[tuple[str, int]]) -> None:
         """Partitions moved to another member: drop their buffered, unprocessed messages.
 
         The new owner reads them again from the last committed offset.
         """
+        self._unresolved.difference_update(partitions)
         dropped = self._buffer.drop_partitions(set(partitions))
         if dropped:
             log.info(

@@ -8,7 +8,13 @@ import uuid
 import orjson
 import redis
 
-from connectors.kafka import KafkaSink, KafkaSource, end_offsets, ensure_topics
+from connectors.kafka import (
+    KafkaSink,
+    KafkaSource,
+    committed_offsets,
+    end_offsets,
+    ensure_topics,
+)
 from streamlearn.app import App
 from streamlearn.config import AppConfig
 from streamlearn.generators.fraud import FraudGenerator
@@ -71,3 +77,10 @@ def test_restart_learns_each_event_exactly_once(broker: str, redis_url: str, top
     assert first_stats.learned + second_stats.learned == EVENTS
     assert pipeline.model.version > first_version
     assert second_stats.consumed == EVENTS - EVENTS // 2
+    # And it read exactly the second half: every partition now learned and committed to its end.
+    ends = end_offsets(broker, topic)
+    stored = redis.Redis.from_url(redis_url).hgetall(f"{prefix}:fraud:model:checkpoint")
+    learned = {(t, p): o for t, p, o in orjson.loads(stored[b"offsets"])}
+    assert learned == {(topic, p): end for p, end in ends.items()}
+    committed = committed_offsets(broker, f"g-{topic}")
+    assert {p: committed[(topic, p)] for p in ends} == ends

@@ -69,7 +69,7 @@ def test_accuracy_and_logloss_match_sklearn(threshold: float) -> None:
     ev = PrequentialEvaluator(window=1_500, threshold=threshold)
     _feed(ev, scores, labels, 3)
     s, y = scores[-1_500:], labels[-1_500:]
-    assert ev.accuracy() == pytest.approx(accuracy_score(y, s >= threshold), abs=1e-12)
+    assert ev.accuracy() == pytest.approx(accuracy_score(y, s > threshold), abs=1e-12)
     assert ev.logloss() == pytest.approx(log_loss(y, s, labels=[0, 1]), rel=1e-9)
     assert set(ev.scores()) == {"auc", "accuracy", "logloss"}
 
@@ -83,8 +83,9 @@ def test_logloss_of_a_certain_mistake_is_large_but_finite() -> None:
 
 def test_errors_mark_misclassifications_at_the_threshold_without_recording() -> None:
     ev = PrequentialEvaluator(window=10, threshold=0.6)
-    errs = ev.errors(np.array([0.59, 0.6, 0.9, 0.1]), np.array([1, 1, 0, 0]))
-    assert errs.tolist() == [1, 0, 1, 0]
+    # A score equal to the threshold is a negative prediction, like the served label.
+    errs = ev.errors(np.array([0.59, 0.6, 0.61, 0.9, 0.1]), np.array([1, 1, 1, 0, 0]))
+    assert errs.tolist() == [1, 1, 0, 1, 0]
     assert ev.count == 0
 
 
