@@ -43,12 +43,12 @@ class PrometheusHooks(PipelineHooks):
     >>> registry = CollectorRegistry()
     >>> hooks = PrometheusHooks(registry)
     >>> hooks.on_consumed("fraud", 100)
-    >>> hooks.on_invalid("fraud", "bad_json", 2)
+    >>> hooks.on_invalid("fraud", "not_json", 2)
     >>> hooks.on_predictions("fraud", np.array([0.004, 0.02, 0.3]))
     >>> registry.get_sample_value("streamlearn_events_consumed_total", {"pipeline": "fraud"})
     100.0
     >>> registry.get_sample_value("streamlearn_events_invalid_total",
-    ...                           {"pipeline": "fraud", "reason": "bad_json"})
+    ...                           {"pipeline": "fraud", "reason": "not_json"})
     2.0
     >>> registry.get_sample_value("streamlearn_event_latency_seconds_bucket",
     ...                           {"pipeline": "fraud", "le": "0.05"})

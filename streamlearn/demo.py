@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib.resources
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -50,7 +51,6 @@ def run_demo(
     """Run the demo end to end and return (and write) its report."""
     from connectors.embedded import EmbeddedBroker, EmbeddedRedis, free_port
     from streamlearn.app import App, stop_on_signals
-    from streamlearn.workloads import produce_workload
 
     port = metrics_port or free_port()
     console.print("starting the embedded Kafka-compatible broker (Tansu) and Redis ...")
@@ -62,53 +62,68 @@ def run_demo(
             f"broker {broker.bootstrap}, redis {redis_server.url}, "
             f"metrics http://127.0.0.1:{port}/metrics"
         )
-        produced: dict[str, int] = {}
-        generator = threading.Thread(
-            target=lambda: produced.update(
-                sent=produce_workload(
-                    "fraud",
-                    events=events,
-                    bootstrap=broker.bootstrap,
-                    rate=rate,
-                    seed=7,
-                    drift_at=drift_at,
-                    partitions=2,
-                    malformed_every=1000,
-                    stop=app.stop.is_set,
-                )
-            ),
-            name="generator",
-            daemon=True,
-        )
         # Every message produced is consumed: valid events plus one malformed per 1000.
         total = events + events // 1000
-        runner = threading.Thread(
-            target=lambda: produced.update(done=bool(app.run(max_events=total))),
-            name="processor",
-            daemon=True,
+        processor = _Worker("processor", lambda: app.run(max_events=total), app.stop)
+        generator = _Worker(
+            "generator", lambda: _generate(broker.bootstrap, events, rate, drift_at, app), app.stop
         )
         started = time.monotonic()
         with stop_on_signals(app.stop):
-            runner.start()
-            _wait_until_assigned(app, runner)
+            processor.start()
+            _wait_until_ready(progress, processor)
             generator.start()
-            _watch(progress, runner, console, total)
+            _watch(progress, processor, console, total)
         app.close()
-        snapshot = progress.snapshot()
-        report = _report(snapshot, progress, events, rate, time.monotonic() - started, port)
+        for worker in (processor, generator):
+            worker.join(timeout=30)
+            if worker.error is not None:
+                raise worker.error
+        report = _report(progress, events, rate, time.monotonic() - started)
         report_path.write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2))
-        _summary(console, report, redis_server.url, report_path)
+        _summary(console, report, report_path)
         _show_prediction(console, config)
         return report
 
 
-def _wait_until_assigned(app: Any, runner: threading.Thread, timeout_s: float = 60) -> None:
+class _Worker(threading.Thread):
+    """A daemon thread that keeps its exception and stops the demo when it fails."""
+
+    def __init__(self, name: str, work: Callable[[], object], stop: threading.Event) -> None:
+        super().__init__(name=name, daemon=True)
+        self.work = work
+        self.stop_all = stop
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            self.work()
+        except BaseException as exc:  # reported by the main thread after the live display
+            self.error = exc
+            self.stop_all.set()
+
+
+def _generate(bootstrap: str, events: int, rate: float, drift_at: int | None, app: Any) -> None:
+    from streamlearn.workloads import produce_workload
+
+    produce_workload(
+        "fraud",
+        events=events,
+        bootstrap=bootstrap,
+        rate=rate,
+        seed=7,
+        drift_at=drift_at,
+        partitions=2,
+        malformed_every=1000,
+        stop=app.stop.is_set,
+    )
+
+
+def _wait_until_ready(progress: ProgressHooks, processor: threading.Thread) -> None:
     # Start producing once the processor holds its partitions, so the latency the demo
     # reports is the processor's, not the consumer group's start-up.
-    deadline = time.monotonic() + timeout_s
-    while runner.is_alive() and time.monotonic() < deadline:
-        if app.runners and all(r.source.assignment_ready() for r in app.runners):
-            return
+    deadline = time.monotonic() + 60
+    while processor.is_alive() and not progress.ready and time.monotonic() < deadline:
         time.sleep(0.1)
 
 
@@ -137,9 +152,8 @@ def _ms(value: float | None) -> str:
     return "-" if value is None else f"{value:.1f} ms"
 
 
-def _report(
-    s: ProgressSnapshot, progress: ProgressHooks, events: int, rate: float, wall_s: float, port: int
-) -> dict[str, Any]:
+def _report(progress: ProgressHooks, events: int, rate: float, wall_s: float) -> dict[str, Any]:
+    s = progress.snapshot()
     return {
         "events_generated": events,
         "generator_rate": rate,
@@ -149,7 +163,7 @@ def _report(
     }
 
 
-def _summary(console: Console, report: dict[str, Any], redis_url: str, path: Path) -> None:
+def _summary(console: Console, report: dict[str, Any], path: Path) -> None:
     console.print(
         f"\n[bold]done[/]: {report['predicted']:,} predictions, {report['invalid']:,} "
         f"dead-lettered, {report['events_per_s']:,.0f} events/s, p99 latency "

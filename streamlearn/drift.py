@@ -1,7 +1,7 @@
 """Watches a model's prequential error for concept drift, one batch of errors at a time.
 
-Wraps a detector from ``river.drift`` chosen by short name; the pipeline signals the batcher when
-:meth:`DriftMonitor.update` says the error stream changed.
+Wraps a detector from ``river.drift`` chosen by short name. The pipeline feeds
+:class:`ClassErrorDrift` the served scores and labels; when it fires, the runner tells the batcher.
 """
 
 from __future__ import annotations

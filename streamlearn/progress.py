@@ -63,6 +63,7 @@ class ProgressHooks(PipelineHooks):
         self.batches = self.batch_size = self.drifts = 0
         self.scores: dict[str, float] = {}
         self.invalid_by_reason: dict[str, int] = {}
+        self.ready = False
 
     def on_consumed(self, pipeline: str, n: int) -> None:  # noqa: D102
         if not self.consumed:
@@ -98,6 +99,9 @@ class ProgressHooks(PipelineHooks):
 
     def on_drift(self, pipeline: str) -> None:  # noqa: D102
         self.drifts += 1
+
+    def on_ready(self, ready: bool) -> None:  # noqa: D102
+        self.ready = ready
 
     def snapshot(self) -> ProgressSnapshot:
         """The figures now; latency percentiles over the last 50 000 predictions."""

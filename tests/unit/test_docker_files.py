@@ -54,7 +54,7 @@ def dashboard() -> dict[str, Any]:
 def exercised_hooks() -> PrometheusHooks:
     hooks = PrometheusHooks(CollectorRegistry())
     hooks.on_consumed("fraud", 10)
-    hooks.on_invalid("fraud", "bad_json", 1)
+    hooks.on_invalid("fraud", "not_json", 1)
     hooks.on_predictions("fraud", np.array([0.003, 0.04]))
     hooks.on_learned("fraud", 9)
     hooks.on_batch_closed("fraud", 10, "size")

@@ -37,7 +37,7 @@ def value(registry: CollectorRegistry, name: str, **labels: str) -> float | None
 
 def call_every_hook(hooks: PipelineHooks, pipeline: str = "fraud") -> None:
     hooks.on_consumed(pipeline, 10)
-    hooks.on_invalid(pipeline, "bad_json", 1)
+    hooks.on_invalid(pipeline, "not_json", 1)
     hooks.on_predictions(pipeline, np.array([0.003, 0.04]))
     hooks.on_learned(pipeline, 9)
     hooks.on_batch_closed(pipeline, 10, "size")
@@ -64,9 +64,9 @@ def test_counters_add_up_per_pipeline_and_label(
     hooks.on_consumed("fraud", 100)
     hooks.on_consumed("fraud", 50)
     hooks.on_consumed("churn", 7)
-    hooks.on_invalid("fraud", "bad_json", 2)
+    hooks.on_invalid("fraud", "not_json", 2)
     hooks.on_invalid("fraud", "missing_field", 1)
-    hooks.on_invalid("fraud", "bad_json", 3)
+    hooks.on_invalid("fraud", "not_json", 3)
     hooks.on_learned("fraud", 40)
     hooks.on_target_missed("fraud", 4)
     hooks.on_batch_closed("fraud", 32, "size")
@@ -78,7 +78,7 @@ def test_counters_add_up_per_pipeline_and_label(
     assert value(registry, "streamlearn_events_consumed_total", pipeline="fraud") == 150
     assert value(registry, "streamlearn_events_consumed_total", pipeline="churn") == 7
     invalid = "streamlearn_events_invalid_total"
-    assert value(registry, invalid, pipeline="fraud", reason="bad_json") == 5
+    assert value(registry, invalid, pipeline="fraud", reason="not_json") == 5
     assert value(registry, invalid, pipeline="fraud", reason="missing_field") == 1
     assert value(registry, "streamlearn_learned_total", pipeline="fraud") == 40
     assert value(registry, "streamlearn_latency_target_missed_total", pipeline="fraud") == 4
