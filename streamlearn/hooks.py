@@ -41,7 +41,7 @@ class PipelineHooks:
         """The batcher's current target size changed (or was re-reported)."""
 
     def on_stage(self, pipeline: str, stage: str, seconds: float) -> None:
-        """One stage of one batch (``score``, ``write``, ``learn``, ``commit``, ``checkpoint``) took ``seconds``."""
+        """One stage of a batch took ``seconds``: score, write, learn, commit or checkpoint."""
 
     def on_target_missed(self, pipeline: str, n: int) -> None:
         """``n`` predictions were written later than the latency target."""
