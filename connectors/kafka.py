@@ -1,24 +1,23 @@
-"""Kafka in and out: a consumer-group source of raw batches and a producer sink for outputs.
+"""Kafka in: a consumer-group member that reads raw batches and commits when told to.
 
 Built on kafka-python 3 and tested against Tansu (the embedded broker) and Apache Kafka. Offsets
-are committed only when the caller says so, after the batch's outputs are durable. The admin
-helpers of :mod:`connectors.kafka_admin` are re-exported here.
+are committed only when the caller says so, after the batch's outputs are durable. The producer
+of :mod:`connectors.kafka_sink` and the admin helpers of :mod:`connectors.kafka_admin` are
+re-exported here, so ``connectors.kafka`` is the one import for Kafka.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from contextlib import suppress
 from typing import Any, Literal
 
 from kafka import (
     ConsumerRebalanceListener,
     KafkaConsumer,
-    KafkaProducer,
     TopicPartition,
 )
-from kafka.errors import CommitFailedError, KafkaError, KafkaTimeoutError
+from kafka.errors import CommitFailedError, KafkaError
 from kafka.structs import OffsetAndMetadata
 
 from connectors.kafka_admin import (
@@ -31,8 +30,9 @@ from connectors.kafka_admin import (
     read_all,
     wait_for_broker,
 )
+from connectors.kafka_sink import DeliveryFailed, KafkaSink
 from streamlearn.batch import RawBatch
-from streamlearn.errors import OutputBackpressure, OutputRejected, StreamlearnError
+from streamlearn.errors import StreamlearnError
 
 __all__ = [
     "CommitFailed",
@@ -51,10 +51,6 @@ Partitions = Callable[[list[tuple[str, int]]], None]
 
 class CommitFailed(StreamlearnError):
     """The group rebalanced before the commit; the new owner re-reads those messages."""
-
-
-class DeliveryFailed(OutputRejected):
-    """The broker rejected a produced message for good (e.g. too large, unknown topic)."""
 
 
 class _RebalanceListener(ConsumerRebalanceListener):
@@ -246,99 +242,3 @@ def _columns(topic: str, partition: int, records: list[Any], received: float) ->
         [received] * n,
         sum(len(v) for v in values if v),
     )
-
-
-_Message = tuple[str, bytes, bytes | None, list[tuple[str, bytes]] | None]
-
-
-class KafkaSink:
-    """A producer for outputs (dead letters, predictions); :meth:`flush` makes them durable.
-
-    ``acks="all"`` with idempotence: a message counts as written only once every in-sync
-    replica has it, and retries cannot duplicate it. That is what lets the runner commit
-    input offsets after a flush without losing dead letters; flushing once per batch keeps
-    the extra round-trip off the per-message path.
-
-    Examples
-    --------
-    >>> sink = KafkaSink("127.0.0.1:1", connect_timeout_s=0.2)  # doctest: +ELLIPSIS
-    Traceback (most recent call last):
-    ...
-    streamlearn.errors.ServiceUnavailable: Kafka broker at 127.0.0.1:1 unreachable: ...
-    """
-
-    def __init__(
-        self, bootstrap: str, *, client_id: str = "streamlearn", connect_timeout_s: float = 10.0
-    ) -> None:
-        self.bootstrap = bootstrap
-        self._pending: list[tuple[Any, _Message]] = []
-        with connecting(bootstrap):
-            self.producer = KafkaProducer(
-                bootstrap_servers=bootstrap,
-                client_id=client_id,
-                acks="all",
-                enable_idempotence=True,
-                linger_ms=5,
-                batch_size=256 * 1024,
-                max_request_size=4 * 1024 * 1024,
-                max_block_ms=10_000,
-                bootstrap_timeout_ms=int(connect_timeout_s * 1000),
-            )
-
-    def send(
-        self,
-        topic: str,
-        value: bytes,
-        key: bytes | None = None,
-        headers: list[tuple[str, bytes]] | None = None,
-    ) -> None:
-        """Queue one message; delivery failures surface in :meth:`flush`."""
-        message = (topic, value, key, headers)
-        self._pending.append((self._send(message), message))
-
-    def _send(self, message: _Message) -> Any:
-        topic, value, key, headers = message
-        try:
-            return self.producer.send(topic, value=value, key=key, headers=headers)
-        except KafkaTimeoutError as error:
-            raise OutputBackpressure(
-                f"Kafka producer cannot queue to {topic!r}: {error}"
-            ) from error
-        except KafkaError as error:  # e.g. larger than max_request_size: never deliverable
-            raise DeliveryFailed(f"cannot send to Kafka topic {topic!r}: {error}") from error
-
-    def flush(self, timeout_s: float = 30.0) -> None:
-        """Wait until every queued message is acknowledged.
-
-        Raises :class:`OutputBackpressure` if some are still in flight after ``timeout_s`` or
-        failed in a way worth retrying (they are queued again, so a later flush can succeed),
-        or :class:`DeliveryFailed` if the broker refused any for good.
-        """
-        # A timeout is reported below, with how many messages are still waiting.
-        with suppress(KafkaTimeoutError):
-            self.producer.flush(timeout=timeout_s)
-        failed = [(f, m) for f, m in self._pending if f.is_done and f.failed()]
-        self._pending = [(f, m) for f, m in self._pending if not f.is_done]
-        refused = [f for f, _ in failed if not getattr(f.exception, "retriable", False)]
-        if refused:
-            raise DeliveryFailed(
-                f"{len(refused)} message(s) to Kafka at {self.bootstrap} were rejected: "
-                f"{refused[0].exception}"
-            )
-        for _, message in failed:
-            self._pending.append((self._send(message), message))
-        if self._pending:
-            raise OutputBackpressure(
-                f"{len(self._pending)} message(s) not yet acknowledged by Kafka at "
-                f"{self.bootstrap} within {timeout_s:.0f} s"
-            )
-
-    def close(self, timeout_s: float = 10.0) -> None:
-        """Deliver what is queued (up to ``timeout_s``) and disconnect."""
-        self.producer.close(timeout=timeout_s)
-
-    def __enter__(self) -> KafkaSink:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
