@@ -25,7 +25,7 @@ class PrequentialEvaluator:
     window
         How many of the most recent labelled predictions the scores cover.
     threshold
-        The score from which a prediction counts as positive, for accuracy and ``errors``.
+        The score from which a prediction counts as positive, for accuracy.
 
     Examples
     --------
@@ -41,8 +41,6 @@ class PrequentialEvaluator:
     (5, 0.5)
     >>> sorted(ev.scores())
     ['accuracy', 'auc', 'logloss']
-    >>> ev.errors(np.array([0.8, 0.3]), np.array([0, 0]))
-    array([1, 0], dtype=int8)
     """
 
     def __init__(self, window: int = 10_000, threshold: float = 0.5) -> None:
@@ -106,14 +104,6 @@ class PrequentialEvaluator:
         """Return the defined scores by name (``auc``, ``accuracy``, ``logloss``), for metrics."""
         values = {"auc": self.auc(), "accuracy": self.accuracy(), "logloss": self.logloss()}
         return {name: value for name, value in values.items() if value is not None}
-
-    def errors(self, scores: np.ndarray, labels: np.ndarray) -> np.ndarray:
-        """Per prediction, 1 where it is wrong at the threshold and 0 where it is right.
-
-        This is the error stream a drift detector watches; it does not touch the window.
-        """
-        s, y = _as_pairs(scores, labels)
-        return ((s > self.threshold) != (y == 1)).astype(np.int8)
 
     def _window(self) -> tuple[np.ndarray, np.ndarray]:
         # Order inside the window does not matter to any score, so no unrolling is needed.
