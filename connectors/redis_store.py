@@ -91,6 +91,7 @@ def connect(url: str, timeout_s: float = 30.0) -> redis.Redis:
         what=f"Redis at {url}",
         timeout_s=timeout_s,
         retry_on=(redis.RedisError, OSError),
+        hint="Check redis.url in the configuration, or set STREAMLEARN_REDIS_URL.",
     )
     return client
 

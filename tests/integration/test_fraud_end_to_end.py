@@ -217,6 +217,25 @@ def test_unreachable_broker_is_a_clear_error(tmp_path: Path, redis_url: str) -> 
     assert "unreachable" in result.stderr and "STREAMLEARN_KAFKA_BOOTSTRAP" in result.stderr
 
 
+def test_unreachable_redis_is_a_clear_error(tmp_path: Path, broker: str) -> None:
+    path = fraud_config(tmp_path, "t", broker, f"redis://127.0.0.1:{free_port()}/0", "x")
+    config = yaml.safe_load(path.read_text())
+    config["redis"]["connect_timeout_s"] = 2
+    path.write_text(yaml.safe_dump(config))
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    result = subprocess.run(
+        [sys.executable, "-m", "streamlearn", "run", str(path)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert "Redis at redis://127.0.0.1:" in result.stderr and "unreachable" in result.stderr
+    assert "STREAMLEARN_REDIS_URL" in result.stderr
+
+
 def test_demo_malformed_samples_are_all_rejected() -> None:
     from streamlearn.config import load_config
     from streamlearn.decoding import EventDecoder
