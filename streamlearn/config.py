@@ -33,7 +33,6 @@ streamlearn.errors.ConfigError: invalid configuration:
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Mapping
 from enum import StrEnum
 from pathlib import Path
@@ -42,6 +41,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from streamlearn.config_errors import describe
 from streamlearn.errors import ConfigError
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
@@ -305,7 +305,7 @@ def parse_config(data: Any, env: Mapping[str, str] | None = None) -> AppConfig:
     try:
         return AppConfig.model_validate(merged)
     except ValidationError as exc:
-        raise ConfigError(_describe(exc, overridden)) from None
+        raise ConfigError(describe(exc, overridden)) from None
 
 
 def load_config(path: str | Path, env: Mapping[str, str] | None = None) -> AppConfig:
@@ -320,39 +320,3 @@ def load_config(path: str | Path, env: Mapping[str, str] | None = None) -> AppCo
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path} is not valid YAML: {exc}") from None
     return parse_config(data, os.environ if env is None else env)
-
-
-def _describe(exc: ValidationError, overridden: Mapping[str, str]) -> str:
-    lines = ["invalid configuration:"]
-    for err in exc.errors():
-        where = _location(err["loc"])
-        msg = err["msg"]
-        if err["type"] == "missing":
-            msg = "field required"
-        elif err["type"] == "extra_forbidden":
-            msg = "unknown key (check its spelling and indentation)"
-        elif err["type"] == "value_error":
-            msg = _expected(msg)  # our own validators already say what they got
-        else:
-            msg = f"{_expected(msg)}, got {err.get('input')!r}"
-        if where in overridden:
-            msg += f" (from the environment variable {overridden[where]})"
-        lines.append(f"  {where}: {msg}")
-    return "\n".join(lines)
-
-
-def _location(loc: tuple[int | str, ...]) -> str:
-    text = ""
-    for part in loc:
-        if isinstance(part, int):
-            text += f"[{part}]"
-        else:
-            # pydantic reports the schema alias by its Python name.
-            text += ("." if text else "") + ("schema" if part == "schema_" else str(part))
-    return text or "(top level)"
-
-
-def _expected(msg: str) -> str:
-    msg = re.sub(r"^Value error, ", "", msg)
-    msg = re.sub(r"^Input should be ", "expected ", msg)
-    return msg
