@@ -199,11 +199,8 @@ def test_cli_run_stops_cleanly_on_sigterm(
     assert sum(committed.values()) == consumed
 
 
-def test_unreachable_broker_is_a_clear_error(tmp_path: Path, redis_url: str) -> None:
-    # Short start-up patience so the test is quick; the default is a minute of backoff.
-    path = fraud_config(
-        tmp_path, "nowhere", f"127.0.0.1:{free_port()}", redis_url, "x", connect_timeout_s=2
-    )
+def run_expecting_a_clear_error(path: Path) -> str:
+    """Run the CLI on a configuration that must fail at start-up; return its stderr."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     result = subprocess.run(
         [sys.executable, "-m", "streamlearn", "run", str(path)],
@@ -214,7 +211,16 @@ def test_unreachable_broker_is_a_clear_error(tmp_path: Path, redis_url: str) -> 
     )
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
-    assert "unreachable" in result.stderr and "STREAMLEARN_KAFKA_BOOTSTRAP" in result.stderr
+    return result.stderr
+
+
+def test_unreachable_broker_is_a_clear_error(tmp_path: Path, redis_url: str) -> None:
+    # Short start-up patience so the test is quick; the default is a minute of backoff.
+    path = fraud_config(
+        tmp_path, "nowhere", f"127.0.0.1:{free_port()}", redis_url, "x", connect_timeout_s=2
+    )
+    err = run_expecting_a_clear_error(path)
+    assert "unreachable" in err and "STREAMLEARN_KAFKA_BOOTSTRAP" in err
 
 
 def test_unreachable_redis_is_a_clear_error(tmp_path: Path, broker: str) -> None:
@@ -222,18 +228,9 @@ def test_unreachable_redis_is_a_clear_error(tmp_path: Path, broker: str) -> None
     config = yaml.safe_load(path.read_text())
     config["redis"]["connect_timeout_s"] = 2
     path.write_text(yaml.safe_dump(config))
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    result = subprocess.run(
-        [sys.executable, "-m", "streamlearn", "run", str(path)],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert result.returncode == 2
-    assert "Traceback" not in result.stderr
-    assert "Redis at redis://127.0.0.1:" in result.stderr and "unreachable" in result.stderr
-    assert "STREAMLEARN_REDIS_URL" in result.stderr
+    err = run_expecting_a_clear_error(path)
+    assert "Redis at redis://127.0.0.1:" in err and "unreachable" in err
+    assert "STREAMLEARN_REDIS_URL" in err
 
 
 def test_demo_malformed_samples_are_all_rejected() -> None:
