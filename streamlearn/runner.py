@@ -171,6 +171,9 @@ class PipelineRunner:
         n = self.source.poll(room, wait, self._buffer)
         if self._unresolved:
             self._resolve_new_partitions()
+        if n and self._lag is None:
+            self._next_lag = 0.0  # first messages: learn the backlog before the first batch
+            self._report_lag()
         if n:
             self.stats.consumed += n
             self.hooks.on_consumed(self.pipeline.name, n)

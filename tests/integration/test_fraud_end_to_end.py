@@ -242,6 +242,23 @@ def test_demo_malformed_samples_are_all_rejected() -> None:
     assert len(decoded) == 0 and len(decoded.rejected) == len(MALFORMED_SAMPLES)
 
 
+def test_predictions_topic_gets_every_prediction(
+    tmp_path: Path, broker: str, redis_url: str, topic: str, workload: list[dict]
+) -> None:
+    path = fraud_config(tmp_path, topic, broker, redis_url, f"t{uuid.uuid4().hex[:6]}")
+    config = yaml.safe_load(path.read_text())
+    config["pipelines"][0]["outputs"] = {"predictions_topic": f"{topic}.predictions"}
+    config["metrics"]["port"] = 0
+    path.write_text(yaml.safe_dump(config))
+    from streamlearn.config import load_config
+
+    with App(load_config(path, env={})) as app:
+        app.run(max_events=EVENTS + len(MALFORMED))
+    published = [orjson.loads(r.value) for r in read_all(broker, f"{topic}.predictions")]
+    assert sorted(p["event_id"] for p in published) == sorted(e["event_id"] for e in workload)
+    assert all(0.0 <= p["score"] <= 1.0 and p["pipeline"] == "fraud" for p in published)
+
+
 def test_generate_writes_the_documented_schema(broker: str, topic: str) -> None:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "STREAMLEARN_KAFKA_BOOTSTRAP": broker}
     result = subprocess.run(
