@@ -1,0 +1,87 @@
+"""The prediction store's contract on a real Redis: layout, TTL, newest wins, clear refusals."""
+
+from __future__ import annotations
+
+import uuid
+
+import numpy as np
+import pytest
+import redis
+
+from connectors.redis_store import (
+    PredictionColumns,
+    PredictionStore,
+    RedisCheckpointStore,
+    connect,
+)
+from streamlearn.checkpoint import Checkpoint
+from streamlearn.errors import OutputBackpressure, OutputRejected
+
+
+def columns(entities: list[str], ts: list[int], scores: list[float], version: int = 1):
+    return PredictionColumns(
+        entity_ids=entities,
+        event_ids=[f"e-{i}-{t}" for i, t in enumerate(ts)],
+        timestamps_ms=np.array(ts, dtype=np.int64),
+        scores=np.array(scores),
+        labels=np.array(scores) > 0.5,
+        model_version=version,
+        scored_at_ms=99,
+    )
+
+
+@pytest.fixture
+def store(redis_url: str) -> PredictionStore:
+    return PredictionStore(connect(redis_url), f"t{uuid.uuid4().hex[:6]}", "fraud", ttl_s=60)
+
+
+def test_layout_and_ttl(store: PredictionStore) -> None:
+    assert store.write(columns(["card-1"], [1000], [0.75], version=7)) == 1
+    assert store.read("card-1") == {
+        "score": "0.75",
+        "label": "1",
+        "model_version": "7",
+        "ts": "1000",
+        "event_id": "e-0-1000",
+        "scored_at": "99",
+    }
+    ttl = store.client.pttl(f"{store.prefix}:fraud:pred:card-1")
+    assert 0 < ttl <= 60_000
+
+
+def test_newest_event_wins_within_and_across_batches(store: PredictionStore) -> None:
+    # Within a batch: the event with the latest time, not the last to arrive.
+    store.write(columns(["a", "a", "a"], [500, 900, 700], [0.1, 0.9, 0.3]))
+    assert store.read("a")["ts"] == "900"  # type: ignore[index]
+    # A replay of an older event does not overwrite; a newer one does.
+    assert store.write(columns(["a"], [800], [0.2])) == 0
+    assert store.read("a")["score"] == "0.9"  # type: ignore[index]
+    assert store.write(columns(["a"], [1000], [0.4])) == 1
+    assert store.read("a")["score"] == "0.4"  # type: ignore[index]
+
+
+def test_large_batches_are_written_in_chunks(store: PredictionStore) -> None:
+    entities = [f"c{i}" for i in range(2500)]
+    assert store.write(columns(entities, list(range(2500)), [0.5] * 2500)) == 2500
+    assert store.read("c2499")["ts"] == "2499"  # type: ignore[index]
+
+
+def test_a_key_of_the_wrong_type_is_refused_for_good(store: PredictionStore) -> None:
+    store.client.set(f"{store.prefix}:fraud:pred:card-9", "someone else's string")
+    with pytest.raises(OutputRejected, match="WRONGTYPE"):
+        store.write(columns(["card-9"], [1], [0.5]))
+
+
+def test_a_server_that_went_away_is_worth_retrying(redis_url: str) -> None:
+    dead = redis.Redis.from_url("redis://127.0.0.1:1/0", socket_connect_timeout=0.5)
+    store = PredictionStore(dead, "x", "fraud", ttl_s=0)
+    with pytest.raises(OutputBackpressure):
+        store.write(columns(["a"], [1], [0.5]))
+
+
+def test_checkpoint_round_trip(redis_url: str) -> None:
+    checkpoints = RedisCheckpointStore(connect(redis_url), f"t{uuid.uuid4().hex[:6]}", "fraud")
+    assert checkpoints.load() is None
+    saved = Checkpoint(b"\x00model", 3, {("transactions", 1): 42}, 12.5, "abc")
+    checkpoints.save(saved)
+    assert checkpoints.load() == saved
