@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import inspect
 from typing import Any
 
@@ -11,6 +10,7 @@ import pytest
 
 from streamlearn.hooks import FanOutHooks, PipelineHooks
 from streamlearn.progress import ProgressHooks
+from tests.unit.recording import RecordingHooks
 
 HOOKS = sorted(name for name in dir(PipelineHooks) if name.startswith("on_"))
 
@@ -35,16 +35,6 @@ SAMPLE_ARGS: dict[str, Any] = {
 def sample_args(name: str) -> tuple[Any, ...]:
     parameters = list(inspect.signature(getattr(PipelineHooks, name)).parameters)[1:]
     return tuple(SAMPLE_ARGS[p] for p in parameters)
-
-
-class Recorder(PipelineHooks):
-    def __init__(self) -> None:
-        self.calls: list[tuple[str, tuple[Any, ...]]] = []
-        for name in HOOKS:
-            setattr(self, name, functools.partial(self._record, name))
-
-    def _record(self, name: str, *args: Any) -> None:
-        self.calls.append((name, args))
 
 
 def test_the_hook_set_is_the_documented_one() -> None:
@@ -76,7 +66,7 @@ def test_base_hooks_do_nothing(name: str) -> None:
 def test_fan_out_forwards_every_hook_to_every_observer_in_order(name: str) -> None:
     order: list[str] = []
 
-    class Tagged(Recorder):
+    class Tagged(RecordingHooks):
         def __init__(self, tag: str) -> None:
             super().__init__()
             self.tag = tag
@@ -106,7 +96,7 @@ def test_fan_out_keeps_its_own_attributes() -> None:
 
 def test_fan_out_reaches_a_progress_display() -> None:
     progress = ProgressHooks(clock=lambda: 0.0)
-    recorder = Recorder()
+    recorder = RecordingHooks()
     fan = FanOutHooks(recorder, progress)
     fan.on_consumed("fraud", 10)
     fan.on_invalid("fraud", "empty", 2)

@@ -28,6 +28,7 @@ from streamlearn.hooks import PipelineHooks
 from streamlearn.pipeline import Pipeline, ScoredBatch
 from streamlearn.runner import PipelineRunner, RunStats
 from streamlearn.workloads import MALFORMED_SAMPLES, task_events
+from tests.unit.recording import RecordingHooks
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "fraud" / "config.yaml"
 MESSAGE_TS_MS = 1_000_000
@@ -177,24 +178,6 @@ class FakeOutputs:
     @property
     def raw_values(self) -> list[bytes | None]:
         return [v for s in self.written for v in s.raw.values]
-
-
-class RecordingHooks(PipelineHooks):
-    """Remembers every hook call, in order, with its arguments."""
-
-    def __init__(self) -> None:
-        self.calls: list[tuple[str, tuple[Any, ...]]] = []
-        for name in HOOKS:
-            setattr(self, name, functools.partial(self._record, name))
-
-    def _record(self, name: str, *args: Any) -> None:
-        self.calls.append((name, args))
-
-    def args(self, name: str) -> list[tuple[Any, ...]]:
-        return [args for called, args in self.calls if called == name]
-
-    def total(self, name: str) -> int:
-        return sum(args[-1] for args in self.args(name))
 
 
 class RecordingBatcher(AdaptiveBatcher):
