@@ -66,7 +66,8 @@ class _RebalanceListener(ConsumerRebalanceListener):
     def on_partitions_assigned(self, assigned: Any) -> None:
         if self.source.paused and assigned:
             self.source.consumer.pause(*assigned)
-        if self.source.on_assign and assigned:
+        # Told even of an empty assignment: a member with no partitions has still joined.
+        if self.source.on_assign:
             self.source.on_assign(sorted((tp.topic, tp.partition) for tp in assigned))
 
 

@@ -40,6 +40,7 @@ class KafkaSink:
     ) -> None:
         self.bootstrap = bootstrap
         self._pending: list[tuple[Any, _Message]] = []
+        self._unsent: list[_Message] = []
         with connecting(bootstrap):
             self.producer = KafkaProducer(
                 bootstrap_servers=bootstrap,
@@ -82,6 +83,12 @@ class KafkaSink:
         failed in a way worth retrying (they are queued again, so a later flush can succeed),
         or :class:`DeliveryFailed` if the broker refused any for good.
         """
+        # Messages whose earlier delivery failed in a retriable way go out again first; each
+        # leaves the list only once it is queued, so none is dropped if queueing fails.
+        while self._unsent:
+            message = self._unsent[0]
+            self._pending.append((self._send(message), message))
+            self._unsent.pop(0)
         # A timeout is reported below, with how many messages are still waiting.
         with suppress(KafkaTimeoutError):
             self.producer.flush(timeout=timeout_s)
@@ -93,11 +100,11 @@ class KafkaSink:
                 f"{len(refused)} message(s) to Kafka at {self.bootstrap} were rejected: "
                 f"{refused[0].exception}"
             )
-        for _, message in failed:
-            self._pending.append((self._send(message), message))
-        if self._pending:
+        self._unsent.extend(m for _, m in failed)
+        waiting = len(self._pending) + len(self._unsent)
+        if waiting:
             raise OutputBackpressure(
-                f"{len(self._pending)} message(s) not yet acknowledged by Kafka at "
+                f"{waiting} message(s) not yet acknowledged by Kafka at "
                 f"{self.bootstrap} within {timeout_s:.0f} s"
             )
 

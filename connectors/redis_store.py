@@ -139,10 +139,18 @@ class PredictionStore:
 
 
 def _classified(exc: redis.RedisError, doing: str) -> StreamlearnError:
-    """Worth retrying (down, slow, loading, out of memory) or refused for good (WRONGTYPE...)."""
-    transient = isinstance(exc, redis.ConnectionError | redis.TimeoutError) or str(exc).startswith(
-        ("OOM", "BUSY", "LOADING", "MASTERDOWN", "READONLY", "TRYAGAIN")
-    )
+    """Worth retrying (down, slow, loading, full, failing over) or refused for good (WRONGTYPE)."""
+    from redis import exceptions as e
+
+    transient = isinstance(
+        exc,
+        e.ConnectionError
+        | e.TimeoutError
+        | e.OutOfMemoryError
+        | e.ReadOnlyError
+        | e.TryAgainError
+        | e.MasterDownError,
+    ) or str(exc).startswith("BUSY")
     if transient:
         return OutputBackpressure(f"{doing} failed: {exc}")
     return OutputRejected(f"{doing} was refused by Redis: {exc}")

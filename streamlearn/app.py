@@ -55,12 +55,15 @@ class App:
         self.serve_metrics()
         self._connect()
         readiness = Readiness([p.name for p in self.config.pipelines], self.hooks.on_ready)
-        self.runners = [self._runner(p, readiness) for p in self.config.pipelines]
+        self.runners = []
         try:
+            for pipeline in self.config.pipelines:
+                self.runners.append(self._runner(pipeline, readiness))
             return self._run_all(max_events)
         finally:
             self.hooks.on_ready(False)
             for runner in self.runners:
+                runner.source.close()
                 runner.outputs.close()
 
     def serve_metrics(self) -> None:
@@ -94,17 +97,22 @@ class App:
 
     def _runner(self, config: PipelineConfig, readiness: Readiness) -> PipelineRunner:
         client = connect(self.config.redis.url, timeout_s=self.config.redis.connect_timeout_s)
-        source = self._source(config)
         pipeline = Pipeline(config)
         checkpointer, learned = self._restore(config, pipeline, client)
+        outputs = self._outputs(config, client)
+        try:
+            source = self._source(config)
+        except BaseException:
+            outputs.close()
+            raise
         runner = PipelineRunner(
             pipeline,
             source,
-            self._outputs(config, client),
+            outputs,
             AdaptiveBatcher(config.batching),
             self.hooks,
             checkpointer=checkpointer,
-            learned_offsets=learned,
+            restored_offsets=learned,
             on_ready=lambda ready: readiness.set(config.name, ready),
         )
         source.on_assign = runner.assigned
@@ -146,7 +154,12 @@ class App:
         if not config.checkpoint.enabled:
             return None, {}
         store = RedisCheckpointStore(client, self.config.redis.prefix, config.name)
-        identity = fingerprint(config.schema_.model_dump_json(), config.model.model_dump_json())
+        # What the model's inputs and form depend on; other settings may change freely.
+        schema, model = config.schema_, config.model
+        identity = fingerprint(
+            repr(sorted((k, v.type.value, v.buckets) for k, v in schema.features.items())),
+            repr((model.estimator, sorted(model.params.items()), model.scale, model.task)),
+        )
         checkpointer = Checkpointer(store, pipeline, config.checkpoint.interval_s, identity)
         restored = checkpointer.restore()
         if restored is None:
@@ -171,8 +184,6 @@ class App:
             except BaseException as exc:  # a failing pipeline stops the others cleanly
                 errors.append(exc)
                 self.stop.set()
-            finally:
-                runner.source.close()
 
         threads = [
             threading.Thread(target=work, args=(r,), name=f"pipeline-{r.pipeline.name}")
@@ -201,14 +212,16 @@ class Readiness:
     def __init__(self, pipelines: list[str], report: Callable[[bool], None]) -> None:
         self.not_ready = set(pipelines)
         self.report = report
+        self._lock = threading.Lock()  # pipelines report from their own threads
 
     def set(self, pipeline: str, ready: bool) -> None:
         """Record one pipeline's state and report the process's."""
-        if ready:
-            self.not_ready.discard(pipeline)
-        else:
-            self.not_ready.add(pipeline)
-        self.report(not self.not_ready)
+        with self._lock:
+            if ready:
+                self.not_ready.discard(pipeline)
+            else:
+                self.not_ready.add(pipeline)
+            self.report(not self.not_ready)
 
 
 def fetch_wait_ms(latency_target_ms: float) -> int:

@@ -100,7 +100,7 @@ class PipelineRunner:
         retry_backoff_s: tuple[float, float] = (0.1, 5.0),
         lag_interval_s: float = 1.0,
         checkpointer: Checkpointer | None = None,
-        learned_offsets: dict[tuple[str, int], int] | None = None,
+        restored_offsets: dict[tuple[str, int], int] | None = None,
         on_ready: Callable[[bool], None] | None = None,
     ) -> None:
         self.pipeline = pipeline
@@ -113,14 +113,20 @@ class PipelineRunner:
         self.retry_backoff_s = retry_backoff_s
         self.lag_interval_s = lag_interval_s
         self.checkpointer = checkpointer
-        # Next offset to learn per partition: where a rebalance or a restart resumes.
-        self.learned_offsets = dict(learned_offsets or {})
+        # Next offset to learn per partition (what a checkpoint records), and the offsets a
+        # restored checkpoint says to resume from, used at each partition's first assignment.
+        self.learned_offsets = dict(restored_offsets or {})
+        self._restored = dict(restored_offsets or {})
+        self._inflight: dict[tuple[str, int], int] = {}  # commit offsets of the batch in hand
         self.on_ready = on_ready or (lambda ready: None)
+        self._assigned = False
+        self._outputs_ok = True
         self.delivery = Delivery(
             source.pause_all,
             source.resume_all,
-            self.on_ready,
+            self._outputs_working,
             backoff_s=retry_backoff_s,
+            sleep=self._wait_paused,
         )
         self._unsaved = False
         self._unresolved: set[tuple[str, int]] = set()
@@ -181,6 +187,7 @@ class PipelineRunner:
     def _process(self, batch: RawBatch, trigger: Trigger, stop: threading.Event) -> None:
         name, hooks = self.pipeline.name, self.hooks
         started = self.clock()
+        self._inflight = batch.commit_offsets
         scored = self.pipeline.score(batch)
         scored_at = self.clock()
         hooks.on_stage(name, "score", scored_at - started)
@@ -192,7 +199,7 @@ class PipelineRunner:
         outcome = self.pipeline.learn(scored)
         learned_at = self.clock()
         hooks.on_stage(name, "learn", learned_at - written_at)
-        offsets = batch.commit_offsets
+        offsets, self._inflight = self._inflight, {}
         self.learned_offsets.update(offsets)
         self._unsaved = True
         self._commit(offsets)
@@ -229,17 +236,38 @@ class PipelineRunner:
             log.warning("%s: %s", self.pipeline.name, exc)
 
     def assigned(self, partitions: list[tuple[str, int]]) -> None:
-        """Partitions were assigned: read each on from what the model has learned.
+        """Partitions were assigned: decide where each is read from.
 
-        That can lie behind the group's commit (a checkpoint restored after a crash) or ahead
-        of it (a batch learned whose commit failed). A partition this model never had is read
-        from the group's commit, and from then on counts as learned up to there. Called from
-        inside the consumer's poll, so it must not block: new partitions are resolved after it.
+        After a restart, from the restored checkpoint's offset (which may lie behind the group's
+        commit, so nothing is skipped by the model). A partition of the batch being written
+        right now, from that batch's end (its commit comes next). Any other from the group's
+        commit, which then counts as where this model's learning of it starts. Called inside
+        the consumer's poll, so it must not block: the last kind is resolved after the poll.
         """
-        known = {tp: self.learned_offsets[tp] for tp in partitions if tp in self.learned_offsets}
-        self.source.seek(known)
-        self._unresolved.update(tp for tp in partitions if tp not in known)
-        self.on_ready(True)
+        seeks: dict[tuple[str, int], int] = {}
+        for tp in partitions:
+            if tp in self._restored:
+                seeks[tp] = self._restored.pop(tp)
+            elif tp in self._inflight:
+                seeks[tp] = self._inflight[tp]
+            else:
+                self._unresolved.add(tp)
+        self.source.seek(seeks)
+        self.learned_offsets.update(seeks)
+        self._assigned = True
+        self._report_ready()
+
+    def _wait_paused(self, seconds: float) -> None:
+        # Polling the paused source returns nothing but keeps this member in its group during
+        # an outage (kafka-python leaves the group after max_poll_interval_ms without a poll).
+        self.source.poll(1, seconds, RawBatch())
+
+    def _outputs_working(self, ok: bool) -> None:
+        self._outputs_ok = ok
+        self._report_ready()
+
+    def _report_ready(self) -> None:
+        self.on_ready(self._assigned and self._outputs_ok)
 
     def _resolve_new_partitions(self) -> None:
         # Where a new partition's reading started: its first buffered message, else its position.
@@ -259,6 +287,9 @@ class PipelineRunner:
         The new owner reads them again from the last committed offset.
         """
         self._unresolved.difference_update(partitions)
+        for tp in partitions:
+            # Another member reads them on; if they come back, the group's commit says where.
+            self.learned_offsets.pop(tp, None)
         dropped = self._buffer.drop_partitions(set(partitions))
         if dropped:
             log.info(

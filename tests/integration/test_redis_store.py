@@ -85,3 +85,17 @@ def test_checkpoint_round_trip(redis_url: str) -> None:
     saved = Checkpoint(b"\x00model", 3, {("transactions", 1): 42}, 12.5, "abc")
     checkpoints.save(saved)
     assert checkpoints.load() == saved
+
+
+def test_a_full_redis_is_worth_retrying(redis_url: str) -> None:
+    # A server of its own: maxmemory would disturb the other tests' shared one.
+    from connectors.embedded import EmbeddedRedis
+
+    with EmbeddedRedis() as server:
+        client = connect(server.url)
+        client.config_set("maxmemory-policy", "noeviction")
+        client.set("filler", b"x" * 3_000_000)
+        client.config_set("maxmemory", "1mb")
+        store = PredictionStore(client, "sl", "fraud", ttl_s=60)
+        with pytest.raises(OutputBackpressure, match="maxmemory"):
+            store.write(columns(["a"], [1], [0.5]))

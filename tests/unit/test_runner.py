@@ -261,6 +261,8 @@ def rig(
         on_ready=readiness.append,
     )
     source.runner = runner
+    runner.assigned([])  # as on joining the group; readiness is recorded from here on
+    readiness.clear()
     return Rig(runner, source, outputs, hooks, batcher, stop, log, readiness)
 
 
@@ -378,9 +380,8 @@ def test_output_failure_pauses_retries_and_resumes_without_losing_data(error: Ex
     success = kinds.index("write")
     assert kinds[success : success + 3] == ["write", "resume", "commit"]
     assert "commit" not in kinds[:success]
-    # No polling while paused: a rebalance inside poll could hand the batch being written to
-    # another member. kafka-python heartbeats on its own thread meanwhile.
-    assert "poll while paused" not in kinds[first_failure:success]
+    # While paused the loop keeps polling (to stay in its group) but gets nothing.
+    assert "poll while paused" in kinds[first_failure:success]
     assert r.readiness == [False, True]
 
 
@@ -562,11 +563,11 @@ def test_an_outage_outlasting_the_shutdown_grace_gives_up_without_committing() -
     assert r.source.commits == []
 
 
-def test_assigned_partitions_resume_from_what_the_model_learned() -> None:
-    # Learned further than the group committed (a failed commit): resume from the learned
-    # offset. Never seen: read from the group's position, which then counts as learned.
+def test_assigned_partitions_resume_from_the_restored_checkpoint_then_the_group() -> None:
+    # Restored from a checkpoint: read from its offset, once. Never seen: read from the group's
+    # position, which then counts as where this model's learning of it starts.
     r = rig(list(fraud_values(4)), size=16)
-    r.runner.learned_offsets = {("transactions", 0): 500}
+    r.runner._restored = {("transactions", 0): 500}
     seeks: list[dict[tuple[str, int], int]] = []
     r.source.seek = seeks.append  # type: ignore[method-assign]
     r.source.positions = lambda parts: dict.fromkeys(parts, 42)  # type: ignore[method-assign]
@@ -575,3 +576,22 @@ def test_assigned_partitions_resume_from_what_the_model_learned() -> None:
     assert r.readiness == [True]
     r.run(max_events=4)
     assert r.runner.learned_offsets[("transactions", 7)] == 42
+    # Assigned again later (after a rebalance): the group's commit rules, not the checkpoint.
+    r.runner.assigned([("transactions", 0)])
+    assert seeks[-1] == {}
+
+
+def test_a_partition_of_the_batch_in_hand_resumes_after_it() -> None:
+    r = rig(list(fraud_values(4)), size=16)
+    r.runner._inflight = {("transactions", 1): 90}
+    seeks: list[dict[tuple[str, int], int]] = []
+    r.source.seek = seeks.append  # type: ignore[method-assign]
+    r.runner.assigned([("transactions", 1)])
+    assert seeks == [{("transactions", 1): 90}]
+
+
+def test_revoked_partitions_leave_the_learned_offsets() -> None:
+    r = rig(list(fraud_values(4)), size=16)
+    r.runner.learned_offsets = {("transactions", 0): 5, ("transactions", 1): 6}
+    r.runner.revoke([("transactions", 0)])
+    assert r.runner.learned_offsets == {("transactions", 1): 6}
