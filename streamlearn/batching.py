@@ -185,6 +185,22 @@ class AdaptiveBatcher:
         """How many more messages to ask the source for."""
         return max(0, min(self._size, self.settings.max_buffered_events) - buffered)
 
+    def note_backlog(self, lag: int) -> None:
+        """A backlog is known before any batch was observed (a consumer starting behind).
+
+        A full batch or more waiting upstream means the events are late already: start at
+        ``max_size`` rather than ramping up from the initial size.
+
+        >>> b = AdaptiveBatcher(BatchingConfig(min_size=1, max_size=512))
+        >>> b.note_backlog(100), b.size
+        (None, 1)
+        >>> b.note_backlog(10_000), b.size
+        (None, 512)
+        """
+        hi = self.settings.max_size
+        if lag >= hi and self._size < hi and self._drift_cap is None:
+            self._change(hi, f"backlog of {lag} messages at start: throughput first")
+
     def signal_drift(self) -> None:
         """Close the current batch early and shrink the size: the model's error stream drifted."""
         self._drift_pending = True

@@ -180,6 +180,8 @@ class PipelineRunner:
         if n and self._lag is None:
             self._next_lag = 0.0  # first messages: learn the backlog before the first batch
             self._report_lag()
+            if self._lag is not None:
+                self.batcher.note_backlog(self._lag)
         if n:
             self.stats.consumed += n
             self.hooks.on_consumed(self.pipeline.name, n)
