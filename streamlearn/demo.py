@@ -7,6 +7,9 @@ rate while the processor scores them, shows progress live, and leaves a JSON rep
 from __future__ import annotations
 
 import importlib.resources
+import logging
+import multiprocessing
+import signal
 import threading
 import time
 from collections.abc import Callable
@@ -21,6 +24,7 @@ from rich.live import Live
 from rich.table import Table
 
 from streamlearn.config import AppConfig, parse_config
+from streamlearn.errors import StreamlearnError
 from streamlearn.progress import ProgressHooks, ProgressSnapshot
 
 
@@ -67,7 +71,7 @@ def run_demo(
         processor = _Worker("processor", lambda: app.run(max_events=total), app.stop)
         generator = _Worker(
             "generator", lambda: _generate(broker.bootstrap, events, rate, drift_at, app), app.stop
-        )
+        )  # supervises a generator process, so producing does not share the processor's GIL
         started = time.monotonic()
         with stop_on_signals(app.stop):
             processor.start()
@@ -104,8 +108,27 @@ class _Worker(threading.Thread):
 
 
 def _generate(bootstrap: str, events: int, rate: float, drift_at: int | None, app: Any) -> None:
+    context = multiprocessing.get_context("spawn")
+    process = context.Process(
+        target=_produce, args=(bootstrap, events, rate, drift_at), name="generator", daemon=True
+    )
+    process.start()
+    while process.is_alive():
+        process.join(timeout=0.2)
+        if app.stop.is_set():
+            process.terminate()
+            process.join(timeout=5)
+            return
+    if process.exitcode != 0:
+        raise StreamlearnError(f"the event generator failed (exit code {process.exitcode})")
+
+
+def _produce(bootstrap: str, events: int, rate: float, drift_at: int | None) -> None:
     from streamlearn.workloads import produce_workload
 
+    # Ctrl-C is the demo's to handle: it stops this process once the processor has stopped.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    logging.getLogger("kafka").setLevel(logging.CRITICAL)
     produce_workload(
         "fraud",
         events=events,
@@ -115,7 +138,6 @@ def _generate(bootstrap: str, events: int, rate: float, drift_at: int | None, ap
         drift_at=drift_at,
         partitions=2,
         malformed_every=1000,
-        stop=app.stop.is_set,
     )
 
 
