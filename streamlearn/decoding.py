@@ -23,6 +23,7 @@ _NUMBER_TYPES = {int, float, bool}
 _INT_TYPES = {int, bool}
 _ID_TYPES = {str, int}
 MAX_TIMESTAMP_MS = 2**53
+_TARGET_TYPES = {int, bool, float, type(None)}
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,17 +194,20 @@ class EventDecoder:
         out = np.full(len(v.records), np.nan)
         if name is None:
             return out
-        for j, value in enumerate(r.get(name) for r in v.records):
-            if value is None:
-                continue
-            if value in (0, 1) and type(value) in _INT_TYPES | {float}:
-                out[j] = float(value)
-            else:
-                v.mark(
-                    j,
-                    "wrong_type",
-                    f"field {name!r}: expected 0/1 or true/false, got {value!r:.40}",
-                )
+        column: list[Any] = [r.get(name) for r in v.records]
+        if set(map(type, column)) <= _TARGET_TYPES:
+            out = np.array(column, dtype=np.float64)  # None (no label) becomes NaN
+            wrong = np.flatnonzero(~np.isnan(out) & (out != 0) & (out != 1)).tolist()
+        else:  # a value of another type somewhere: find it row by row
+            out, wrong = np.full(len(column), np.nan), []
+            for j, value in enumerate(column):
+                if type(value) in _TARGET_TYPES and value in (0, 1):
+                    out[j] = value
+                elif value is not None:
+                    wrong.append(j)
+        for j in wrong:
+            detail = f"field {name!r}: expected 0/1 or true/false, got {column[j]!r:.40}"
+            v.mark(j, "wrong_type", detail)
         return out
 
 

@@ -19,7 +19,8 @@ from streamlearn.errors import OutputBackpressure, ServiceUnavailable, ShutdownT
 log = logging.getLogger(__name__)
 
 # Failures worth waiting out. Anything else (OutputRejected, a bug) propagates at once.
-TRANSIENT = (OutputBackpressure, ServiceUnavailable, OSError, ConnectionError, TimeoutError)
+# (OSError covers ConnectionError and TimeoutError.)
+TRANSIENT = (OutputBackpressure, ServiceUnavailable, OSError)
 
 
 class Delivery:

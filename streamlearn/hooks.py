@@ -6,6 +6,7 @@ engine itself never imports a metrics library, and tests can record calls with a
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 
 import numpy as np
@@ -82,15 +83,12 @@ class FanOutHooks(PipelineHooks):
 
     def __init__(self, *observers: PipelineHooks) -> None:
         self.observers = observers
+        for name in HOOK_NAMES:
+            setattr(self, name, functools.partial(self._forward, name))
 
-    def __getattribute__(self, name: str) -> object:
-        if name.startswith("on_"):
-            observers = object.__getattribute__(self, "observers")
-            methods = [getattr(o, name) for o in observers]
+    def _forward(self, name: str, *args: object, **kwargs: object) -> None:
+        for observer in self.observers:
+            getattr(observer, name)(*args, **kwargs)
 
-            def forward(*args: object, **kwargs: object) -> None:
-                for method in methods:
-                    method(*args, **kwargs)
 
-            return forward
-        return object.__getattribute__(self, name)
+HOOK_NAMES = tuple(name for name in vars(PipelineHooks) if name.startswith("on_"))

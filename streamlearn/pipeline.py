@@ -9,7 +9,6 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -17,12 +16,10 @@ from streamlearn.batch import RawBatch
 from streamlearn.challenger import Challenger
 from streamlearn.config import PipelineConfig
 from streamlearn.decoding import DecodedBatch, EventDecoder, Rejection
+from streamlearn.drift import ClassErrorDrift
 from streamlearn.evaluation import PrequentialEvaluator
 from streamlearn.features import FeatureBatch, Featurizer
 from streamlearn.models import BatchModel, build_model
-
-if TYPE_CHECKING:
-    from streamlearn.drift import ClassErrorDrift
 
 
 @dataclass(slots=True)
@@ -173,6 +170,4 @@ def _drift_monitor(config: PipelineConfig) -> ClassErrorDrift | None:
     settings = config.drift
     if settings.detector == "none":
         return None
-    from streamlearn.drift import ClassErrorDrift
-
     return ClassErrorDrift(settings.detector, dict(settings.params), grace=settings.grace_events)

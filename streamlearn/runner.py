@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
@@ -110,7 +111,6 @@ class PipelineRunner:
         self.hooks = hooks or PipelineHooks()
         self.clock = clock
         self.wall_ms = wall_ms
-        self.retry_backoff_s = retry_backoff_s
         self.lag_interval_s = lag_interval_s
         self.checkpointer = checkpointer
         # Next offset to learn per partition (what a checkpoint records), and the offsets a
@@ -311,10 +311,7 @@ class PipelineRunner:
         missed = int((latencies > target_s).sum())
         if missed:
             hooks.on_target_missed(name, missed)
-        reasons: dict[str, int] = {}
-        for rejection in scored.rejected:
-            reasons[rejection.reason] = reasons.get(rejection.reason, 0) + 1
-        for reason, count in reasons.items():
+        for reason, count in Counter(r.reason for r in scored.rejected).items():
             hooks.on_invalid(name, reason, count)
         self.stats.predicted += len(decoded)
         self.stats.invalid += len(scored.rejected)

@@ -66,7 +66,6 @@ def produce_workload(
     drift_at: int | None = None,
     partitions: int = 1,
     malformed_every: int | None = None,
-    stop: Callable[[], bool] = lambda: False,
 ) -> int:
     """Send ``events`` events of ``task`` (plus one malformed message every ``malformed_every``)."""
     from connectors.kafka import KafkaSink, ensure_topics, wait_for_broker
@@ -79,8 +78,6 @@ def produce_workload(
     sent = 0
     try:
         for n in paced(events, rate):
-            if stop():
-                break
             for event in factory(n):
                 sink.send(topic, orjson.dumps(event), key=str(event["entity_id"]).encode())
                 sent += 1
