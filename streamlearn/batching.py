@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Any
 
 from streamlearn.config import BatchingConfig
 from streamlearn.cost_model import CostModel
@@ -208,6 +209,18 @@ class AdaptiveBatcher:
         self._drift_signalled_at = self.clock()
         if self._size > self._drift_floor:
             self._change(self._drift_floor, "drift: size drops to the floor")
+
+    def snapshot(self) -> dict[str, Any]:
+        """What a checkpoint keeps: the size and the fitted cost model (not clock readings)."""
+        return {"size": self._size, "safe_size": self._safe_size, "cost": self._cost}
+
+    def resume(self, saved: dict[str, Any]) -> None:
+        """Start from a :meth:`snapshot` (sizes clamped to this configuration's bounds)."""
+        lo, hi = self.settings.min_size, self.settings.max_size
+        self._size = min(hi, max(lo, int(saved.get("size", self._size))))
+        self._safe_size = min(float(hi), max(float(lo), float(saved.get("safe_size", hi))))
+        self._cost = saved.get("cost", self._cost)
+        self._reason = "restored from the checkpoint"
 
     def state(self) -> BatcherState:
         """Return a snapshot of the controller for metrics and debugging."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -115,16 +116,38 @@ class Pipeline:
             scored_at_ms=self.clock_ms(),
         )
 
-    def learn(self, scored: ScoredBatch) -> LearnOutcome:
-        """Evaluate the served scores against the labels, then learn from the labelled events."""
+    def snapshot(self) -> dict[str, Any]:
+        """Everything learned, for a checkpoint: model, evaluator, drift detector, challenger."""
+        return {
+            "model": self.model,
+            "evaluator": self.evaluator,
+            "drift": self.drift,
+            "challenger": self.challenger,
+        }
+
+    def load_snapshot(self, state: dict[str, Any]) -> None:
+        """Put back what :meth:`snapshot` returned (e.g. unpickled from a checkpoint)."""
+        self.model = state["model"]
+        self.evaluator = state.get("evaluator") or self.evaluator
+        self.drift = state.get("drift", self.drift)
+        self.challenger = state.get("challenger")
+
+    def learn(self, scored: ScoredBatch, keep: np.ndarray | None = None) -> LearnOutcome:
+        """Evaluate the served scores against the labels, then learn from the labelled events.
+
+        ``keep`` (one flag per valid event) leaves out events that must not be learned now,
+        e.g. of a partition that moved to another consumer while the batch was written.
+        """
         targets = scored.decoded.targets
+        if keep is not None and not keep.all():
+            targets = np.where(keep, targets, np.nan)
         labelled = ~np.isnan(targets)
         if not labelled.any():
             return LearnOutcome(learned=0)
         scores, truth = scored.scores[labelled], targets[labelled].astype(bool)
         self.evaluator.update(scores, truth)
         drifted = self.drift.update(scores, truth) if self.drift is not None else False
-        self._race(scored, labelled, truth)
+        self._race(scored, labelled, truth, targets)
         learned = self.model.learn(scored.features, targets)
         if drifted:
             self._after_drift()
@@ -140,14 +163,16 @@ class Pipeline:
                 self.fresh_model(), settings.challenger_events, warmup=settings.challenger_warmup
             )
 
-    def _race(self, scored: ScoredBatch, labelled: np.ndarray, truth: np.ndarray) -> None:
+    def _race(
+        self, scored: ScoredBatch, labelled: np.ndarray, truth: np.ndarray, targets: np.ndarray
+    ) -> None:
         # The challenger scores the same labelled events before learning them, as served.
         race = self.challenger
         if race is None:
             return
         candidate = race.model.predict_proba(scored.features)[labelled]
         race.observe(scored.scores[labelled], candidate, truth)
-        race.model.learn(scored.features, scored.decoded.targets)
+        race.model.learn(scored.features, targets)
         if race.decided:
             self.challenger = None
             if race.wins:

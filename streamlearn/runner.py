@@ -18,10 +18,11 @@ import numpy as np
 
 from streamlearn.batch import RawBatch
 from streamlearn.batching import AdaptiveBatcher, Trigger
-from streamlearn.checkpoint import Checkpointer
+from streamlearn.checkpoint import Checkpoint, Checkpointer, ModelRequests
 from streamlearn.delivery import Delivery
-from streamlearn.errors import StreamlearnError
+from streamlearn.errors import PipelineFenced, StreamlearnError
 from streamlearn.hooks import PipelineHooks
+from streamlearn.offsets import OffsetLedger, Offsets
 from streamlearn.pipeline import Pipeline, ScoredBatch
 
 log = logging.getLogger(__name__)
@@ -60,6 +61,10 @@ class Source(Protocol):
 
     def positions(self, partitions: list[tuple[str, int]]) -> dict[tuple[str, int], int]:
         """The next offset each given partition would be read from."""
+        ...
+
+    def group_offsets(self, partitions: list[tuple[str, int]]) -> dict[tuple[str, int], int]:
+        """The consumer group's committed offsets of the given partitions."""
         ...
 
 
@@ -101,8 +106,10 @@ class PipelineRunner:
         retry_backoff_s: tuple[float, float] = (0.1, 5.0),
         lag_interval_s: float = 1.0,
         checkpointer: Checkpointer | None = None,
-        restored_offsets: dict[tuple[str, int], int] | None = None,
+        restored: Checkpoint | None = None,
         on_ready: Callable[[bool], None] | None = None,
+        requests: ModelRequests | None = None,
+        fence: Callable[[], None] = lambda: None,
     ) -> None:
         self.pipeline = pipeline
         self.source = source
@@ -113,11 +120,17 @@ class PipelineRunner:
         self.wall_ms = wall_ms
         self.lag_interval_s = lag_interval_s
         self.checkpointer = checkpointer
-        # Next offset to learn per partition (what a checkpoint records), and the offsets a
-        # restored checkpoint says to resume from, used at each partition's first assignment.
-        self.learned_offsets = dict(restored_offsets or {})
-        self._restored = dict(restored_offsets or {})
-        self._inflight: dict[tuple[str, int], int] = {}  # commit offsets of the batch in hand
+        self.requests = requests
+        self.fence = fence  # raises PipelineFenced once another process took the pipeline over
+        # The one owner of offsets: learned, checkpointed, committed.
+        self.ledger = OffsetLedger(
+            source,
+            self._save if checkpointer is not None else None,
+            due=checkpointer.due if checkpointer is not None else (lambda: True),
+            name=pipeline.name,
+        )
+        if restored is not None:
+            self.ledger.restore(restored.offsets, restored.learned)
         self.on_ready = on_ready or (lambda ready: None)
         self._assigned = False
         self._outputs_ok = True
@@ -128,8 +141,6 @@ class PipelineRunner:
             backoff_s=retry_backoff_s,
             sleep=self._wait_paused,
         )
-        self._unsaved = False
-        self._unresolved: set[tuple[str, int]] = set()
         self.stats = RunStats()
         self._buffer = RawBatch()
         self._next_lag = 0.0
@@ -151,7 +162,7 @@ class PipelineRunner:
             if done:
                 if buffered == 0:
                     self.hooks.on_model_score(name, self.pipeline.evaluator.scores())
-                    self._checkpoint(force=True)
+                    self._settle(force=True)
                     return self.stats
                 trigger: Trigger | None = Trigger.SHUTDOWN
             else:
@@ -163,6 +174,7 @@ class PipelineRunner:
                 size = buffered if trigger is Trigger.SHUTDOWN or full else self.batcher.size
                 self._process(self._buffer.take(size), trigger, stop)
             self._report_lag()
+            self._adopt_requested_model()
 
     def _fill(self, max_events: int | None) -> None:
         buffered = len(self._buffer)
@@ -175,8 +187,7 @@ class PipelineRunner:
             return
         wait = self.batcher.wait_s(buffered, self._buffer.oldest_received)
         n = self.source.poll(room, wait, self._buffer)
-        if self._unresolved:
-            self._resolve_new_partitions()
+        self.ledger.resolve(self._buffer.first_offsets())
         if n and self._lag is None:
             self._next_lag = 0.0  # first messages: learn the backlog before the first batch
             self._report_lag()
@@ -188,8 +199,10 @@ class PipelineRunner:
 
     def _process(self, batch: RawBatch, trigger: Trigger, stop: threading.Event) -> None:
         name, hooks = self.pipeline.name, self.hooks
+        self.fence()
         started = self.clock()
-        self._inflight = batch.commit_offsets
+        hooks.on_batch_started(name)
+        ticket = self.ledger.begin(batch.commit_offsets)
         scored = self.pipeline.score(batch)
         scored_at = self.clock()
         hooks.on_stage(name, "score", scored_at - started)
@@ -198,64 +211,83 @@ class PipelineRunner:
         written_at = self.clock()
         hooks.on_stage(name, "write", written_at - scored_at)
         self._report_outputs(scored, written_at_ms)
-        outcome = self.pipeline.learn(scored)
+        # Rows of partitions taken away meanwhile are not learned: they will be read again.
+        owned = self.ledger.still_owned(ticket)
+        keep = None
+        if len(owned) < len(ticket.ends):
+            rows = scored.decoded.index.tolist()
+            keep = self.ledger.owned_rows(
+                ticket, [batch.topics[i] for i in rows], [batch.partitions[i] for i in rows]
+            )
+        outcome = self.pipeline.learn(scored, keep)
         learned_at = self.clock()
         hooks.on_stage(name, "learn", learned_at - written_at)
-        offsets, self._inflight = self._inflight, {}
-        self.learned_offsets.update(offsets)
-        self._unsaved = True
-        self._commit(offsets)
+        self.ledger.learned(ticket, outcome.learned)
+        self._settle()
         finished = self.clock()
         hooks.on_stage(name, "commit", finished - learned_at)
-        self._checkpoint()
         self._report_learning(outcome.learned, outcome.metrics, outcome.drift)
         self.batcher.observe(len(batch), finished - started, trigger, lag=self._lag)
         hooks.on_batch_closed(name, len(batch), trigger.value)
         hooks.on_batch_size(name, self.batcher.size)
         self.stats.batches += 1
 
-    def _checkpoint(self, force: bool = False) -> None:
+    @property
+    def learned_offsets(self) -> Offsets:
+        """Next offset to learn per partition: what the in-memory model covers."""
+        return self.ledger.learned_offsets
+
+    def _settle(self, force: bool = False) -> None:
+        self.fence()
+        self.ledger.settle(force)
+
+    def _save(self, offsets: Offsets, learned: int, rolled_back_from: int | None = None) -> bool:
         cp = self.checkpointer
-        if cp is None or not self._unsaved or not (force or cp.due()):
-            return
+        assert cp is not None
         started = self.clock()
         try:
-            checkpoint = cp.save(self.learned_offsets, self.pipeline.model.version)
+            checkpoint = cp.save(
+                offsets, learned, self.pipeline.model.version, rolled_back_from=rolled_back_from
+            )
+        except PipelineFenced:
+            raise
         except (StreamlearnError, OSError) as exc:
-            # A missed checkpoint only means more replay after a crash: try again later.
+            # Not saved: nothing is committed past the last checkpoint; a crash replays more.
             log.warning("%s: saving the model checkpoint failed: %s", self.pipeline.name, exc)
-            return
-        self._unsaved = False
+            return False
         self.hooks.on_stage(self.pipeline.name, "checkpoint", self.clock() - started)
-        self.hooks.on_checkpoint(self.pipeline.name, checkpoint.written_at)
+        self.hooks.on_checkpoint(self.pipeline.name, checkpoint.created)
+        return True
 
-    def _commit(self, offsets: dict[tuple[str, int], int]) -> None:
+    def _adopt_requested_model(self) -> None:
+        """Between batches: adopt a model an operator asked for (rollback or import)."""
+        if self.requests is None:
+            return
         try:
-            self.source.commit(offsets)
-        except StreamlearnError as exc:
-            # A rebalance took the partitions, or the coordinator did not answer: the next
-            # commit covers these offsets, or the new owner resumes from the last one.
-            log.warning("%s: %s", self.pipeline.name, exc)
+            checkpoint = self.requests.poll()
+        except (StreamlearnError, OSError) as exc:
+            log.warning("%s: reading model requests failed: %s", self.pipeline.name, exc)
+            return
+        if checkpoint is None:
+            return
+        name = self.pipeline.name
+        self._buffer = RawBatch()  # read again from the adopted checkpoint's offsets
+        self.ledger.rollback(checkpoint.offsets, checkpoint.learned)
+        self._save(checkpoint.offsets, checkpoint.learned, rolled_back_from=checkpoint.version)
+        log.warning(
+            "%s: now serving checkpoint v%d (model version %d, %d events learned); reading "
+            "again from its offsets %s",
+            name,
+            checkpoint.version,
+            checkpoint.model_version,
+            checkpoint.learned,
+            checkpoint.offsets,
+        )
+        self.hooks.on_model_version(name, self.pipeline.model.version)
 
     def assigned(self, partitions: list[tuple[str, int]]) -> None:
-        """Partitions were assigned: decide where each is read from.
-
-        After a restart, from the restored checkpoint's offset (which may lie behind the group's
-        commit, so nothing is skipped by the model). A partition of the batch being written
-        right now, from that batch's end (its commit comes next). Any other from the group's
-        commit, which then counts as where this model's learning of it starts. Called inside
-        the consumer's poll, so it must not block: the last kind is resolved after the poll.
-        """
-        seeks: dict[tuple[str, int], int] = {}
-        for tp in partitions:
-            if tp in self._restored:
-                seeks[tp] = self._restored.pop(tp)
-            elif tp in self._inflight:
-                seeks[tp] = self._inflight[tp]
-            else:
-                self._unresolved.add(tp)
-        self.source.seek(seeks)
-        self.learned_offsets.update(seeks)
+        """Partitions were assigned: the ledger decides where each is read from."""
+        self.ledger.assigned(partitions)
         self._assigned = True
         self._report_ready()
 
@@ -271,27 +303,13 @@ class PipelineRunner:
     def _report_ready(self) -> None:
         self.on_ready(self._assigned and self._outputs_ok)
 
-    def _resolve_new_partitions(self) -> None:
-        # Where a new partition's reading started: its first buffered message, else its position.
-        first = self._buffer.first_offsets() if self._unresolved else {}
-        missing = [tp for tp in self._unresolved if tp not in first]
-        positions = self.source.positions(missing) if missing else {}
-        for tp in self._unresolved:
-            start = first.get(tp, positions.get(tp))
-            if start is not None:
-                self.learned_offsets[tp] = start
-                self._unsaved = True
-        self._unresolved.clear()
-
     def revoke(self, partitions: list[tuple[str, int]]) -> None:
-        """Partitions moved to another member: drop their buffered, unprocessed messages.
+        """Partitions are moving: checkpoint and commit what is learned, drop what is buffered.
 
-        The new owner reads them again from the last committed offset.
+        Buffered messages of those partitions are read again, from what the model learned,
+        by whoever owns them next (this member too, if they come back).
         """
-        self._unresolved.difference_update(partitions)
-        for tp in partitions:
-            # Another member reads them on; if they come back, the group's commit says where.
-            self.learned_offsets.pop(tp, None)
+        self.ledger.revoked(partitions)
         dropped = self._buffer.drop_partitions(set(partitions))
         if dropped:
             log.info(

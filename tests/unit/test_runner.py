@@ -88,6 +88,8 @@ class FakeSource:
         stop_when_drained: threading.Event | None = None,
     ) -> None:
         self.pending = deque(pending)
+        self.all = list(pending)
+        self.honour_seeks = False
         self.clock = clock
         self.log = log
         self.stop_when_drained = stop_when_drained
@@ -144,9 +146,22 @@ class FakeSource:
 
     def seek(self, offsets: dict[tuple[str, int], int]) -> None:
         self.log.append(("seek", dict(offsets)))
+        if not self.honour_seeks:
+            return
+        # As Kafka does: the partition is read again from the offset sought.
+        kept = [m for m in self.pending if (m.topic, m.partition) not in offsets]
+        again = [
+            m
+            for m in self.all
+            if (m.topic, m.partition) in offsets and m.offset >= offsets[(m.topic, m.partition)]
+        ]
+        self.pending = deque(sorted(kept + again, key=lambda m: (m.offset, m.partition)))
 
     def positions(self, partitions: list[tuple[str, int]]) -> dict[tuple[str, int], int]:
         return dict.fromkeys(partitions, 0)
+
+    def group_offsets(self, partitions: list[tuple[str, int]]) -> dict[tuple[str, int], int]:
+        return {}
 
 
 class FakeOutputs:
@@ -261,8 +276,10 @@ def rig(
         on_ready=readiness.append,
     )
     source.runner = runner
-    runner.assigned([])  # as on joining the group; readiness is recorded from here on
+    # As on joining the group: both partitions; readiness is recorded from here on.
+    runner.assigned([("transactions", 0), ("transactions", 1)])
     readiness.clear()
+    log.clear()
     return Rig(runner, source, outputs, hooks, batcher, stop, log, readiness)
 
 
@@ -564,10 +581,10 @@ def test_an_outage_outlasting_the_shutdown_grace_gives_up_without_committing() -
 
 
 def test_assigned_partitions_resume_from_the_restored_checkpoint_then_the_group() -> None:
-    # Restored from a checkpoint: read from its offset, once. Never seen: read from the group's
+    # Restored from a checkpoint: read from its offset. Never learned: from the group's
     # position, which then counts as where this model's learning of it starts.
     r = rig(list(fraud_values(4)), size=16)
-    r.runner._restored = {("transactions", 0): 500}
+    r.runner.ledger.restore({("transactions", 0): 500}, learned=0)
     seeks: list[dict[tuple[str, int], int]] = []
     r.source.seek = seeks.append  # type: ignore[method-assign]
     r.source.positions = lambda parts: dict.fromkeys(parts, 42)  # type: ignore[method-assign]
@@ -576,22 +593,43 @@ def test_assigned_partitions_resume_from_the_restored_checkpoint_then_the_group(
     assert r.readiness == [True]
     r.run(max_events=4)
     assert r.runner.learned_offsets[("transactions", 7)] == 42
-    # Assigned again later (after a rebalance): the group's commit rules, not the checkpoint.
-    r.runner.assigned([("transactions", 0)])
-    assert seeks[-1] == {}
+    # Assigned again after a rebalance: from what the model learned, never the consumer's
+    # kept position or the group's commit.
+    r.runner.revoke([("transactions", 0), ("transactions", 7)])
+    r.runner.assigned([("transactions", 0), ("transactions", 7)])
+    learned = r.runner.learned_offsets[("transactions", 0)]
+    assert seeks[-1] == {("transactions", 0): learned, ("transactions", 7): 42}
 
 
-def test_a_partition_of_the_batch_in_hand_resumes_after_it() -> None:
+def test_a_rebalance_while_outputs_fail_loses_nothing_and_learns_nothing_twice() -> None:
+    # Partition 1 is taken away and given back while the first batch waits for Redis: that
+    # batch's partition-1 events are not learned then, but read again from what was learned.
+    values: list[bytes | None] = list(fraud_values(40))
+    r = rig(values, size=16, failures=1)
+    r.source.honour_seeks = True
+    write = r.outputs.write
+
+    def rebalancing_write(scored: ScoredBatch) -> None:
+        if r.outputs.failures:
+            r.runner.revoke([("transactions", 1)])
+            r.runner.assigned([("transactions", 1)])
+        write(scored)
+
+    r.outputs.write = rebalancing_write  # type: ignore[method-assign]
+    stats = r.run()
+    everything = last_offsets(messages(values))
+    assert stats.learned == r.runner.ledger.learned_count == 40  # each event exactly once
+    assert r.runner.learned_offsets == everything
+    assert merged(r.source.commits) == everything
+    written = [(p, o) for s in r.outputs.written for p, o in zip(s.raw.partitions, s.raw.offsets)]
+    assert set(written) == {(m.partition, m.offset) for m in messages(values)}
+    assert len(written) == 48  # the 8 partition-1 events of the first batch were scored twice
+
+
+def test_revoked_partitions_keep_their_learned_offsets() -> None:
+    # Where a partition resumes if it comes back is what the model learned, so it stays known.
     r = rig(list(fraud_values(4)), size=16)
-    r.runner._inflight = {("transactions", 1): 90}
-    seeks: list[dict[tuple[str, int], int]] = []
-    r.source.seek = seeks.append  # type: ignore[method-assign]
-    r.runner.assigned([("transactions", 1)])
-    assert seeks == [{("transactions", 1): 90}]
-
-
-def test_revoked_partitions_leave_the_learned_offsets() -> None:
-    r = rig(list(fraud_values(4)), size=16)
-    r.runner.learned_offsets = {("transactions", 0): 5, ("transactions", 1): 6}
+    r.runner.ledger.restore({("transactions", 0): 5, ("transactions", 1): 6}, learned=11)
     r.runner.revoke([("transactions", 0)])
-    assert r.runner.learned_offsets == {("transactions", 1): 6}
+    assert r.runner.learned_offsets == {("transactions", 0): 5, ("transactions", 1): 6}
+    assert r.runner.ledger.owned == {("transactions", 1)}
