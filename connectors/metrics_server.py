@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import errno
 import threading
+from collections.abc import Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Protocol
 from urllib.parse import urlsplit
 
 from prometheus_client.exposition import choose_encoder
@@ -13,25 +15,49 @@ from connectors.prometheus import PrometheusHooks
 from streamlearn.errors import ServiceUnavailable
 
 
+class HealthProbe(Protocol):
+    """What ``/healthz`` and ``/readyz`` ask (``streamlearn.health.HealthMonitor`` answers)."""
+
+    def why_not_live(self) -> Sequence[str]:
+        """One line per reason the process is not live; empty when it is."""
+        ...
+
+    def why_not_ready(self) -> Sequence[str]:
+        """One line per reason the process is not ready; empty when it is."""
+        ...
+
+
 class MetricsServer:
     """Serves ``/metrics``, ``/healthz`` and ``/readyz`` for one process on a daemon thread.
 
-    ``/healthz`` answers 200 while the process runs; ``/readyz`` answers 200 once the hooks
-    were told the process is ready and 503 otherwise.
+    ``/healthz`` and ``/readyz`` ask ``health`` at each request and answer 200, or 503 with one
+    line per reason. Without ``health``, ``/healthz`` always answers 200 and ``/readyz``
+    follows the hooks' ``ready`` flag.
 
     Examples
     --------
     >>> from urllib.request import urlopen
-    >>> hooks = PrometheusHooks()
+    >>> from urllib.error import HTTPError
+    >>> from streamlearn.health import HealthMonitor
+    >>> hooks, health = PrometheusHooks(), HealthMonitor(["fraud"])
     >>> hooks.on_consumed("fraud", 3)
-    >>> with MetricsServer(hooks, "127.0.0.1", 0) as server:
+    >>> with MetricsServer(hooks, "127.0.0.1", 0, health) as server:
     ...     page = urlopen(f"http://127.0.0.1:{server.port}/metrics").read().decode()
+    ...     try:
+    ...         urlopen(f"http://127.0.0.1:{server.port}/readyz")
+    ...     except HTTPError as exc:
+    ...         not_ready = exc.code, exc.read().decode().strip()
     >>> 'streamlearn_events_consumed_total{pipeline="fraud"} 3.0' in page
     True
+    >>> not_ready
+    (503, 'fraud: not consuming yet (waiting for the consumer group to assign partitions)')
     """
 
-    def __init__(self, hooks: PrometheusHooks, host: str, port: int) -> None:
+    def __init__(
+        self, hooks: PrometheusHooks, host: str, port: int, health: HealthProbe | None = None
+    ) -> None:
         self.hooks = hooks
+        self.health: HealthProbe = _ReadyFlag(hooks) if health is None else health
         self.host = host
         self._requested_port = port
         self._server: ThreadingHTTPServer | None = None
@@ -49,7 +75,8 @@ class MetricsServer:
         if self._server is not None:
             return self
         try:
-            server = ThreadingHTTPServer((self.host, self._requested_port), _handler(self.hooks))
+            handler = _handler(self.hooks, self.health)
+            server = ThreadingHTTPServer((self.host, self._requested_port), handler)
         except OSError as exc:
             raise ServiceUnavailable(_bind_failure(self.host, self._requested_port, exc)) from None
         server.daemon_threads = True
@@ -92,7 +119,20 @@ def _bind_failure(host: str, port: int, exc: OSError) -> str:
     )
 
 
-def _handler(hooks: PrometheusHooks) -> type[BaseHTTPRequestHandler]:
+class _ReadyFlag:
+    """Health from the hooks' process-wide ``ready`` flag alone (no monitor given)."""
+
+    def __init__(self, hooks: PrometheusHooks) -> None:
+        self.hooks = hooks
+
+    def why_not_live(self) -> Sequence[str]:
+        return []
+
+    def why_not_ready(self) -> Sequence[str]:
+        return [] if self.hooks.ready else ["not ready"]
+
+
+def _handler(hooks: PrometheusHooks, health: HealthProbe) -> type[BaseHTTPRequestHandler]:
     class MetricsRequestHandler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
             path = urlsplit(self.path).path
@@ -100,14 +140,17 @@ def _handler(hooks: PrometheusHooks) -> type[BaseHTTPRequestHandler]:
                 encode, content_type = choose_encoder(self.headers.get("Accept", ""))
                 self._reply(200, content_type, encode(hooks.registry))
             elif path == "/healthz":
-                self._reply(200, "text/plain; charset=utf-8", b"ok\n")
+                self._verdict(health.why_not_live(), "ok")
             elif path == "/readyz":
-                ready = hooks.ready
-                body = b"ready\n" if ready else b"not ready\n"
-                self._reply(200 if ready else 503, "text/plain; charset=utf-8", body)
+                self._verdict(health.why_not_ready(), "ready")
             else:
                 body = b"not found; try /metrics, /healthz or /readyz\n"
                 self._reply(404, "text/plain; charset=utf-8", body)
+
+        def _verdict(self, problems: Sequence[str], fine: str) -> None:
+            lines = list(problems) or [fine]
+            body = "".join(f"{line}\n" for line in lines).encode()
+            self._reply(503 if problems else 200, "text/plain; charset=utf-8", body)
 
         def _reply(self, status: int, content_type: str, body: bytes) -> None:
             self.send_response(status)

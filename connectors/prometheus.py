@@ -155,3 +155,14 @@ class PrometheusHooks(PipelineHooks):
 
     def on_ready(self, ready: bool) -> None:  # noqa: D102
         self.ready = ready
+
+    # Liveness and readiness per pipeline are answered by ``streamlearn.health.HealthMonitor``
+    # on /healthz and /readyz; they are states, not metrics.
+    def on_pipeline_ready(self, pipeline: str, ready: bool) -> None:  # noqa: D102
+        pass
+
+    def on_batch_started(self, pipeline: str) -> None:  # noqa: D102
+        pass
+
+    def on_failed(self, pipeline: str, message: str) -> None:  # noqa: D102
+        pass

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import signal
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from types import FrameType
@@ -24,6 +24,7 @@ from connectors.redis_store import PredictionStore, RedisCheckpointStore, connec
 from streamlearn.batching import AdaptiveBatcher
 from streamlearn.checkpoint import Checkpointer, fingerprint
 from streamlearn.config import AppConfig, PipelineConfig
+from streamlearn.health import HealthMonitor
 from streamlearn.hooks import FanOutHooks, PipelineHooks
 from streamlearn.pipeline import Pipeline
 from streamlearn.runner import PipelineRunner, RunStats
@@ -43,9 +44,13 @@ class App:
     metrics_server: MetricsServer | None = None
 
     def __post_init__(self) -> None:
-        self.hooks: PipelineHooks = (
-            FanOutHooks(self.metrics, *self.observers) if self.observers else self.metrics
+        health = self.config.health
+        self.health = HealthMonitor(
+            [p.name for p in self.config.pipelines],
+            stall_s=health.stall_s,
+            liveness_timeout_s=health.liveness_timeout_s,
         )
+        self.hooks: PipelineHooks = FanOutHooks(self.metrics, self.health, *self.observers)
 
     def run(self, max_events: int | None = None) -> dict[str, RunStats]:
         """Connect, then run every pipeline until stopped or ``max_events`` each.
@@ -54,7 +59,9 @@ class App:
         """
         self.serve_metrics()
         self._connect()
-        readiness = Readiness([p.name for p in self.config.pipelines], self.hooks.on_ready)
+        names = [p.name for p in self.config.pipelines]
+        self.health.watch(names)
+        readiness = Readiness(names, self.hooks)
         self.runners = []
         try:
             for pipeline in self.config.pipelines:
@@ -62,6 +69,7 @@ class App:
             return self._run_all(max_events)
         finally:
             self.hooks.on_ready(False)
+            self.health.stopped()
             for runner in self.runners:
                 runner.source.close()
                 runner.outputs.close()
@@ -70,7 +78,8 @@ class App:
         """Start ``/metrics``, ``/healthz`` and ``/readyz`` (once; port 0 in config disables)."""
         settings = self.config.metrics
         if settings.port and self.metrics_server is None:
-            self.metrics_server = MetricsServer(self.metrics, settings.host, settings.port).start()
+            server = MetricsServer(self.metrics, settings.host, settings.port, self.health)
+            self.metrics_server = server.start()
 
     def close(self) -> None:
         """Stop serving metrics."""
@@ -184,6 +193,7 @@ class App:
             except BaseException as exc:  # a failing pipeline stops the others cleanly
                 errors.append(exc)
                 self.stop.set()
+                self.hooks.on_failed(runner.pipeline.name, f"{type(exc).__name__}: {exc}")
 
         threads = [
             threading.Thread(target=work, args=(r,), name=f"pipeline-{r.pipeline.name}")
@@ -202,26 +212,37 @@ class App:
 class Readiness:
     """The process is ready while every pipeline holds partitions and its outputs work.
 
-    >>> seen = []
-    >>> r = Readiness(["fraud", "churn"], seen.append)
-    >>> r.set("fraud", True); r.set("churn", True); r.set("churn", False)
-    >>> seen
-    [False, True, False]
+    Each pipeline's state goes to ``hooks.on_pipeline_ready``, the process's to
+    ``hooks.on_ready``. (Stalls and failures are judged by :class:`HealthMonitor`.)
+
+    >>> class Seen(PipelineHooks):
+    ...     def __init__(self):
+    ...         self.calls = []
+    ...     def on_pipeline_ready(self, pipeline, ready):
+    ...         self.calls.append((pipeline, ready))
+    ...     def on_ready(self, ready):
+    ...         self.calls.append(ready)
+    >>> seen = Seen()
+    >>> r = Readiness(["fraud", "churn"], seen)
+    >>> r.set("fraud", True); r.set("churn", True)
+    >>> seen.calls
+    [('fraud', True), False, ('churn', True), True]
     """
 
-    def __init__(self, pipelines: list[str], report: Callable[[bool], None]) -> None:
+    def __init__(self, pipelines: list[str], hooks: PipelineHooks) -> None:
         self.not_ready = set(pipelines)
-        self.report = report
+        self.hooks = hooks
         self._lock = threading.Lock()  # pipelines report from their own threads
 
     def set(self, pipeline: str, ready: bool) -> None:
-        """Record one pipeline's state and report the process's."""
+        """Record one pipeline's state and report it and the process's."""
         with self._lock:
             if ready:
                 self.not_ready.discard(pipeline)
             else:
                 self.not_ready.add(pipeline)
-            self.report(not self.not_ready)
+            self.hooks.on_pipeline_ready(pipeline, ready)
+            self.hooks.on_ready(not self.not_ready)
 
 
 def fetch_wait_ms(latency_target_ms: float) -> int:

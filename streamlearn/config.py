@@ -232,12 +232,25 @@ class MetricsConfig(_Strict):
     port: int = Field(default=9100, ge=0, le=65535)
 
 
+class HealthConfig(_Strict):
+    """When ``/readyz`` and ``/healthz`` stop answering 200.
+
+    Not ready once a batch has been in hand for ``stall_s`` (outputs or model stalled, even
+    without an error); not live once input has waited ``liveness_timeout_s`` without a batch
+    finishing, or once a pipeline failed.
+    """
+
+    stall_s: float = Field(default=5.0, gt=0)
+    liveness_timeout_s: float = Field(default=60.0, gt=0)
+
+
 class AppConfig(_Strict):
     """A whole configuration file."""
 
     kafka: KafkaConfig = Field(default_factory=KafkaConfig)
     redis: RedisConfig = Field(default_factory=RedisConfig)
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
+    health: HealthConfig = Field(default_factory=HealthConfig)
     pipelines: list[PipelineConfig]
 
     @field_validator("pipelines")

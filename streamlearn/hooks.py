@@ -35,6 +35,9 @@ class PipelineHooks:
     def on_learned(self, pipeline: str, n: int) -> None:
         """The model learned from ``n`` labelled events."""
 
+    def on_batch_started(self, pipeline: str) -> None:
+        """A batch was taken from the buffer and its processing began."""
+
     def on_batch_closed(self, pipeline: str, size: int, trigger: str) -> None:
         """A batch of ``size`` messages closed because of ``trigger``."""
 
@@ -64,6 +67,12 @@ class PipelineHooks:
 
     def on_ready(self, ready: bool) -> None:
         """The process became ready (sources assigned, outputs reachable) or stopped being so."""
+
+    def on_pipeline_ready(self, pipeline: str, ready: bool) -> None:
+        """One pipeline holds its partitions and its outputs work, or stopped doing so."""
+
+    def on_failed(self, pipeline: str, message: str) -> None:
+        """The pipeline stopped on an error it cannot get past; ``message`` says which."""
 
 
 class FanOutHooks(PipelineHooks):

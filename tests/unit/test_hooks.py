@@ -29,6 +29,7 @@ SAMPLE_ARGS: dict[str, Any] = {
     "version": 7,
     "written_at": 1_700_000_000.0,
     "ready": True,
+    "message": "ValueError: broken",
 }
 
 
@@ -42,14 +43,17 @@ def test_the_hook_set_is_the_documented_one() -> None:
     assert HOOKS == [
         "on_batch_closed",
         "on_batch_size",
+        "on_batch_started",
         "on_checkpoint",
         "on_consumed",
         "on_drift",
+        "on_failed",
         "on_invalid",
         "on_lag",
         "on_learned",
         "on_model_score",
         "on_model_version",
+        "on_pipeline_ready",
         "on_predictions",
         "on_ready",
         "on_stage",

@@ -18,6 +18,7 @@ from connectors.metrics_server import MetricsServer
 from connectors.prometheus import DEFAULT_LATENCY_BUCKETS_S, PrometheusHooks
 from connectors.prometheus_collectors import ArrayHistogram
 from streamlearn.errors import ServiceUnavailable
+from streamlearn.health import HealthMonitor
 from streamlearn.hooks import PipelineHooks
 
 
@@ -274,6 +275,40 @@ def test_health_and_readiness(hooks: PrometheusHooks, served: str) -> None:
     hooks.on_ready(False)
     assert get(f"{served}/readyz")[0] == 503
     assert get(f"{served}/nope")[0] == 404
+
+
+def test_health_endpoints_answer_from_the_monitor_when_asked(hooks: PrometheusHooks) -> None:
+    now = [100.0]
+    health = HealthMonitor(
+        ["fraud", "churn"], stall_s=5, liveness_timeout_s=60, clock=lambda: now[0]
+    )
+    with MetricsServer(hooks, "127.0.0.1", 0, health) as server:
+        url = f"http://127.0.0.1:{server.port}"
+        assert get(f"{url}/healthz")[::2] == (200, "ok\n")
+        status, content_type, body = get(f"{url}/readyz")
+        assert (status, content_type) == (503, "text/plain; charset=utf-8")
+        assert [line.split(":")[0] for line in body.splitlines()] == ["fraud", "churn"]
+
+        health.on_pipeline_ready("fraud", True)
+        health.on_pipeline_ready("churn", True)
+        assert get(f"{url}/readyz")[::2] == (200, "ready\n")
+
+        health.on_batch_started("churn")  # then the pipeline's thread blocks: no more hooks
+        now[0] += 6
+        status, _, body = get(f"{url}/readyz")
+        assert status == 503
+        assert body.startswith("churn: a batch has been in hand for 6.0 s")
+        assert get(f"{url}/healthz")[0] == 200
+
+        now[0] += 60
+        health.on_failed("fraud", "OutputRejected: WRONGTYPE")
+        status, _, body = get(f"{url}/healthz")
+        assert status == 503
+        assert body.splitlines() == [
+            "fraud: failed: OutputRejected: WRONGTYPE",
+            "churn: no batch finished for 66 s while input waits (a batch in hand for 66 s; "
+            "health.liveness_timeout_s is 60 s)",
+        ]
 
 
 def test_taken_port_is_a_clear_error(hooks: PrometheusHooks) -> None:
