@@ -10,8 +10,8 @@ import pytest
 
 from streamlearn.checkpoint import (
     Checkpoint,
-    CheckpointRefused,
     Checkpointer,
+    CheckpointRefused,
     ModelRequests,
     library_versions,
 )
@@ -61,7 +61,7 @@ def saved_twice(key: bytes | None = b"k") -> tuple[Memory, dict[str, Any], Check
 
 
 def test_the_newest_valid_version_is_restored_with_its_learned_count() -> None:
-    store, box, cp = saved_twice()
+    _store, box, cp = saved_twice()
     restored = cp.restore()
     assert restored is not None
     assert (restored.checkpoint.version, restored.checkpoint.learned, box["w"]) == (2, 20, 2)
@@ -120,7 +120,7 @@ def test_another_configuration_is_not_restored() -> None:
 
 
 def test_without_a_key_checkpoints_are_unsigned_and_still_restore() -> None:
-    store, box, cp = saved_twice(key=None)
+    store, _box, cp = saved_twice(key=None)
     assert store.stored[2]["signature"] == b""
     restored = cp.restore()
     assert restored is not None and restored.checkpoint.version == 2
@@ -154,7 +154,7 @@ def test_rollback_and_import_requests_load_the_model_and_are_cleared() -> None:
 
 
 def test_a_refused_request_is_dropped_and_logged(caplog: pytest.LogCaptureFixture) -> None:
-    store, box, cp = saved_twice()
+    store, _box, cp = saved_twice()
     requests = ModelRequests(cp, store, interval_s=0)
     store.pending = {"action": b"rollback", "version": b"7"}
     assert requests.poll() is None and store.pending is None
