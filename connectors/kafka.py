@@ -181,6 +181,18 @@ class KafkaSource:
                 out[(topic, partition)] = position
         return out
 
+    def group_offsets(self, partitions: list[tuple[str, int]]) -> dict[tuple[str, int], int]:
+        """The group's committed offset of each given partition that has one."""
+        out: dict[tuple[str, int], int] = {}
+        for topic, partition in partitions:
+            try:
+                committed = self.consumer.committed(TopicPartition(topic, partition))
+            except KafkaError as error:
+                raise CommitFailed(f"reading the group's commit failed: {error}") from error
+            if committed is not None:
+                out[(topic, partition)] = committed
+        return out
+
     def pause_all(self) -> None:
         """Stop fetching from every assigned partition, including ones assigned later."""
         self.paused = True

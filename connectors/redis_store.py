@@ -14,7 +14,6 @@ import numpy as np
 import redis
 
 from connectors.retry import retry
-from streamlearn.checkpoint import Checkpoint
 from streamlearn.errors import (
     OutputBackpressure,
     OutputRejected,
@@ -158,27 +157,3 @@ def _classified(exc: redis.RedisError, doing: str) -> StreamlearnError:
 
 def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
-
-
-class RedisCheckpointStore:
-    """One pipeline's latest model checkpoint: the hash ``{prefix}:{pipeline}:model:checkpoint``.
-
-    One HSET replaces every field at once, so a reader never sees a model with another
-    checkpoint's offsets.
-    """
-
-    def __init__(self, client: redis.Redis, prefix: str, pipeline: str) -> None:
-        self.client = client
-        self.key = f"{prefix}:{pipeline}:model:checkpoint"
-
-    def save(self, checkpoint: Checkpoint) -> None:
-        """Replace the stored checkpoint."""
-        try:
-            self.client.hset(self.key, mapping=checkpoint.to_fields())  # type: ignore[arg-type]
-        except redis.RedisError as exc:
-            raise _classified(exc, "writing the model checkpoint") from exc
-
-    def load(self) -> Checkpoint | None:
-        """The stored checkpoint, or ``None`` when this pipeline has none yet."""
-        fields = self.client.hgetall(self.key)
-        return Checkpoint.from_fields(fields) if fields else None  # type: ignore[arg-type]

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from types import FrameType
+from typing import Any
 
 from redis import Redis
 
@@ -20,10 +21,13 @@ from connectors.kafka import KafkaSink, KafkaSource, ensure_topics, wait_for_bro
 from connectors.metrics_server import MetricsServer
 from connectors.outputs import BatchOutputs
 from connectors.prometheus import PrometheusHooks
-from connectors.redis_store import PredictionStore, RedisCheckpointStore, connect
+from connectors.redis_checkpoints import RedisCheckpointStore
+from connectors.redis_lock import ReplicaLock
+from connectors.redis_store import PredictionStore, connect
 from streamlearn.batching import AdaptiveBatcher
-from streamlearn.checkpoint import Checkpointer, fingerprint
-from streamlearn.config import AppConfig, PipelineConfig
+from streamlearn.checkpoint import Checkpoint, Checkpointer, ModelRequests, model_identity
+from streamlearn.config import AppConfig, PipelineConfig, checkpoint_key
+from streamlearn.errors import StreamlearnError
 from streamlearn.health import HealthMonitor
 from streamlearn.hooks import FanOutHooks, PipelineHooks
 from streamlearn.pipeline import Pipeline
@@ -51,6 +55,7 @@ class App:
             liveness_timeout_s=health.liveness_timeout_s,
         )
         self.hooks: PipelineHooks = FanOutHooks(self.metrics, self.health, *self.observers)
+        self._locks: list[ReplicaLock] = []
 
     def run(self, max_events: int | None = None) -> dict[str, RunStats]:
         """Connect, then run every pipeline until stopped or ``max_events`` each.
@@ -63,6 +68,7 @@ class App:
         self.health.watch(names)
         readiness = Readiness(names, self.hooks)
         self.runners = []
+        _warn_if_unsigned(self.config)
         try:
             for pipeline in self.config.pipelines:
                 self.runners.append(self._runner(pipeline, readiness))
@@ -73,6 +79,9 @@ class App:
             for runner in self.runners:
                 runner.source.close()
                 runner.outputs.close()
+            for lock in self._locks:
+                lock.release()
+            self._locks = []
 
     def serve_metrics(self) -> None:
         """Start ``/metrics``, ``/healthz`` and ``/readyz`` (once; port 0 in config disables)."""
@@ -107,7 +116,12 @@ class App:
     def _runner(self, config: PipelineConfig, readiness: Readiness) -> PipelineRunner:
         client = connect(self.config.redis.url, timeout_s=self.config.redis.connect_timeout_s)
         pipeline = Pipeline(config)
-        checkpointer, learned = self._restore(config, pipeline, client)
+        batcher = AdaptiveBatcher(config.batching)
+        # One process per pipeline until roles exist: a second replica is refused here.
+        prefix, ttl_s = self.config.redis.prefix, config.checkpoint.lock_ttl_s
+        lock = ReplicaLock(client, prefix, config.name, ttl_s).acquire()
+        self._locks.append(lock)
+        checkpointer, restored, requests = self._restore(config, pipeline, batcher, client, lock)
         outputs = self._outputs(config, client)
         try:
             source = self._source(config)
@@ -118,11 +132,13 @@ class App:
             pipeline,
             source,
             outputs,
-            AdaptiveBatcher(config.batching),
+            batcher,
             self.hooks,
             checkpointer=checkpointer,
-            restored_offsets=learned,
+            restored=restored,
             on_ready=lambda ready: readiness.set(config.name, ready),
+            requests=requests,
+            fence=lock.check,
         )
         source.on_assign = runner.assigned
         source.on_revoke = runner.revoke
@@ -158,40 +174,69 @@ class App:
         )
 
     def _restore(
-        self, config: PipelineConfig, pipeline: Pipeline, client: Redis
-    ) -> tuple[Checkpointer | None, dict[tuple[str, int], int]]:
-        if not config.checkpoint.enabled:
-            return None, {}
-        store = RedisCheckpointStore(client, self.config.redis.prefix, config.name)
-        # What the model's inputs and form depend on; other settings may change freely.
-        schema, model = config.schema_, config.model
-        identity = fingerprint(
-            repr(sorted((k, v.type.value, v.buckets) for k, v in schema.features.items())),
-            repr((model.estimator, sorted(model.params.items()), model.scale, model.task)),
+        self,
+        config: PipelineConfig,
+        pipeline: Pipeline,
+        batcher: AdaptiveBatcher,
+        client: Redis,
+        lock: ReplicaLock,
+    ) -> tuple[Checkpointer | None, Checkpoint | None, ModelRequests | None]:
+        settings = config.checkpoint
+        if not settings.enabled:
+            return None, None, None
+        store = RedisCheckpointStore(
+            client, self.config.redis.prefix, config.name, fence=lambda: lock.value
         )
-        checkpointer = Checkpointer(store, pipeline, config.checkpoint.interval_s, identity)
+
+        def snapshot() -> dict[str, Any]:
+            return {"pipeline": pipeline.snapshot(), "batcher": batcher.snapshot()}
+
+        def load(state: dict[str, Any]) -> None:
+            pipeline.load_snapshot(state["pipeline"])
+            batcher.resume(state.get("batcher") or {})
+
+        checkpointer = Checkpointer(
+            store,
+            snapshot,
+            load,
+            settings.interval_s,
+            fingerprint=model_identity(config),
+            key=checkpoint_key(),
+            keep=settings.keep,
+            score=lambda: pipeline.evaluator.scores(),
+        )
+        requests = ModelRequests(checkpointer, store)
         restored = checkpointer.restore()
         if restored is None:
-            return checkpointer, {}
+            if checkpointer.last_version:
+                log.error(
+                    "%s: no stored checkpoint could be used; starting a fresh model that reads "
+                    "on from the consumer group's commits",
+                    config.name,
+                )
+            return checkpointer, None, requests
+        checkpoint = restored.checkpoint
         log.info(
-            "%s: restored model version %d learned up to %s",
+            "%s: restored checkpoint v%d (model version %d, %d events learned) up to %s",
             config.name,
-            restored.version,
-            restored.offsets,
+            checkpoint.version,
+            checkpoint.model_version,
+            checkpoint.learned,
+            checkpoint.offsets,
         )
-        self.hooks.on_model_version(config.name, restored.version)
-        self.hooks.on_checkpoint(config.name, restored.written_at)
-        return checkpointer, restored.offsets
+        self.hooks.on_model_version(config.name, pipeline.model.version)
+        self.hooks.on_checkpoint(config.name, checkpoint.created)
+        return checkpointer, checkpoint, requests
 
     def _run_all(self, max_events: int | None) -> dict[str, RunStats]:
         results: dict[str, RunStats] = {}
-        errors: list[BaseException] = []
+        errors: list[tuple[str, BaseException]] = []
 
         def work(runner: PipelineRunner) -> None:
             try:
                 results[runner.pipeline.name] = runner.run(self.stop, max_events)
             except BaseException as exc:  # a failing pipeline stops the others cleanly
-                errors.append(exc)
+                errors.append((runner.pipeline.name, exc))
                 self.stop.set()
                 self.hooks.on_failed(runner.pipeline.name, f"{type(exc).__name__}: {exc}")
 
@@ -204,9 +249,18 @@ class App:
         for t in threads:
             while t.is_alive():
                 t.join(timeout=0.2)
+        if len(errors) == 1:
+            raise errors[0][1]
         if errors:
-            raise errors[0]
+            # Several pipelines failed: report each, not just the first.
+            raise PipelinesFailed("; ".join(f"{name}: {exc}" for name, exc in errors)) from errors[
+                0
+            ][1]
         return results
+
+
+class PipelinesFailed(StreamlearnError):
+    """More than one pipeline stopped on an error; the message names each."""
 
 
 class Readiness:
@@ -243,6 +297,14 @@ class Readiness:
                 self.not_ready.add(pipeline)
             self.hooks.on_pipeline_ready(pipeline, ready)
             self.hooks.on_ready(not self.not_ready)
+
+
+def _warn_if_unsigned(config: AppConfig) -> None:
+    if checkpoint_key() is None and any(p.checkpoint.enabled for p in config.pipelines):
+        log.warning(
+            "STREAMLEARN_CHECKPOINT_KEY is not set: model checkpoints are written unsigned and "
+            "loaded without verification. Set it to sign them and refuse altered ones."
+        )
 
 
 def fetch_wait_ms(latency_target_ms: float) -> int:

@@ -14,6 +14,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
+from streamlearn.cli_model import model_app
 from streamlearn.config import load_config, service_defaults
 from streamlearn.errors import StreamlearnError
 
@@ -24,6 +25,7 @@ app = typer.Typer(
 )
 console = Console(stderr=True, soft_wrap=True)  # progress, errors
 output = Console()  # results
+app.add_typer(model_app, name="model")
 
 ConfigPath = Annotated[Path, typer.Argument(help="The YAML configuration file.")]
 

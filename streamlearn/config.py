@@ -164,10 +164,31 @@ class DriftConfig(_Strict):
 
 
 class CheckpointConfig(_Strict):
-    """How often the model and the offsets it learned up to are saved to Redis."""
+    """How often the model and the offsets it learned up to are saved to Redis.
+
+    Offsets are committed to the consumer group only after a checkpoint covering them is
+    saved, so ``interval_s`` is also how much is replayed (re-scored, not re-learned) after a
+    crash. ``keep`` versions are kept for rollback. ``lock_ttl_s`` is the lease of the lock that
+    refuses a second replica of the pipeline: a restart after a crash waits at most this long.
+    """
 
     enabled: bool = True
-    interval_s: float = Field(default=30.0, ge=0)
+    interval_s: float = Field(default=10.0, ge=0)
+    keep: int = Field(default=5, ge=1, le=1000)
+    lock_ttl_s: float = Field(default=10.0, ge=1.0)
+
+
+CHECKPOINT_KEY_ENV = "STREAMLEARN_CHECKPOINT_KEY"
+
+
+def checkpoint_key(env: Mapping[str, str] | None = None) -> bytes | None:
+    """The secret that signs checkpoints (``STREAMLEARN_CHECKPOINT_KEY``), if set.
+
+    >>> checkpoint_key({"STREAMLEARN_CHECKPOINT_KEY": "s3cret"}), checkpoint_key({})
+    (b's3cret', None)
+    """
+    value = (os.environ if env is None else env).get(CHECKPOINT_KEY_ENV)
+    return value.encode() if value else None
 
 
 class OutputsConfig(_Strict):

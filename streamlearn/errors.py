@@ -33,3 +33,7 @@ class OutputRejected(StreamlearnError):
 
 class ShutdownTimeout(StreamlearnError):
     """Outputs were still failing when the shutdown grace period ran out; nothing was committed."""
+
+
+class PipelineFenced(StreamlearnError):
+    """Another process holds this pipeline's lock: this one must stop writing and exit."""
