@@ -8,13 +8,13 @@ import numpy as np
 import pytest
 import redis
 
+from connectors.redis_checkpoints import RedisCheckpointStore
 from connectors.redis_store import (
     PredictionColumns,
     PredictionStore,
-    RedisCheckpointStore,
     connect,
 )
-from streamlearn.checkpoint import Checkpoint
+from streamlearn.checkpoint import Checkpoint, CheckpointRefused
 from streamlearn.errors import OutputBackpressure, OutputRejected
 
 
@@ -79,12 +79,19 @@ def test_a_server_that_went_away_is_worth_retrying(redis_url: str) -> None:
         store.write(columns(["a"], [1], [0.5]))
 
 
-def test_checkpoint_round_trip(redis_url: str) -> None:
+def test_checkpoint_versions_round_trip_and_old_ones_are_dropped(redis_url: str) -> None:
     checkpoints = RedisCheckpointStore(connect(redis_url), f"t{uuid.uuid4().hex[:6]}", "fraud")
-    assert checkpoints.load() is None
-    saved = Checkpoint(b"\x00model", 3, {("transactions", 1): 42}, 12.5, "abc")
-    checkpoints.save(saved)
-    assert checkpoints.load() == saved
+    assert checkpoints.versions() == []
+    saved = [
+        Checkpoint(v, 12.5, v * 10, v, {("transactions", 1): 42 + v}, b"\x00model", "abc")
+        for v in range(1, 5)
+    ]
+    for checkpoint in saved:
+        checkpoints.save(checkpoint, keep=2)
+    assert checkpoints.versions() == [4, 3]
+    assert Checkpoint.from_fields(checkpoints.load(4)) == saved[3]
+    with pytest.raises(CheckpointRefused, match="missing"):
+        checkpoints.load(1)  # dropped with its index entry
 
 
 def test_a_full_redis_is_worth_retrying(redis_url: str) -> None:
