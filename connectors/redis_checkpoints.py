@@ -19,10 +19,16 @@ from streamlearn.checkpoint import Checkpoint, CheckpointRefused
 from streamlearn.errors import PipelineFenced, StreamlearnError
 
 # KEYS: lock, index, new version's hash. ARGV: token ('' = unfenced), version, meta, state,
-# signature, keep, key prefix of versions.
+# signature, keep, key prefix of versions, lease ms. A lease that expired while Redis was
+# stalled or restarted empty is taken back; one held by another process refuses the write.
 _SAVE = """
-if ARGV[1] ~= '' and redis.call('GET', KEYS[1]) ~= ARGV[1] then
-  return redis.error_reply('FENCED the pipeline lock is held by another process')
+if ARGV[1] ~= '' then
+  local holder = redis.call('GET', KEYS[1])
+  if not holder then
+    redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[8])
+  elseif holder ~= ARGV[1] then
+    return redis.error_reply('FENCED the pipeline lock is held by another process')
+  end
 end
 redis.call('HSET', KEYS[3], 'meta', ARGV[3], 'state', ARGV[4], 'signature', ARGV[5])
 redis.call('ZADD', KEYS[2], tonumber(ARGV[2]), ARGV[2])
@@ -39,11 +45,17 @@ return #old
 class RedisCheckpointStore:
     """One pipeline's checkpoint versions, fenced by the token of its :class:`ReplicaLock`.
 
-    ``fence`` returns the lock value this process holds (``None``: no fencing, e.g. the CLI).
+    ``fence`` returns the lock value this process holds (``None``: no fencing, e.g. the CLI);
+    ``lease_ms`` is the lock's lease, used to take it back if it expired meanwhile.
     """
 
     def __init__(
-        self, client: redis.Redis, prefix: str, pipeline: str, fence: Any | None = None
+        self,
+        client: redis.Redis,
+        prefix: str,
+        pipeline: str,
+        fence: Any | None = None,
+        lease_ms: int = 10_000,
     ) -> None:
         self.client = client
         self.base = f"{prefix}:{pipeline}:model"
@@ -51,6 +63,7 @@ class RedisCheckpointStore:
         self.request_key = f"{self.base}:request"
         self.lock_key = f"{prefix}:{pipeline}:lock"
         self.fence = fence
+        self.lease_ms = lease_ms
         self._save = client.register_script(_SAVE)
 
     def key(self, version: int) -> str:
@@ -96,6 +109,7 @@ class RedisCheckpointStore:
                     fields["signature"],
                     keep,
                     f"{self.base}:checkpoint:",
+                    self.lease_ms,
                 ],
             )
         except redis.ResponseError as exc:

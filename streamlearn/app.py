@@ -58,10 +58,13 @@ class App:
         self._locks: list[ReplicaLock] = []
 
     def run(self, max_events: int | None = None) -> dict[str, RunStats]:
-        """Connect, then run every pipeline until stopped or ``max_events`` each.
+        """Build every model, connect, then run every pipeline until stopped or ``max_events``.
 
-        Metrics stay served after this returns, until :meth:`close`.
+        A bad model is reported before any service is contacted. Metrics stay served after
+        this returns, until :meth:`close`.
         """
+        # Built once here, where `streamlearn check` builds them, and handed to the runners.
+        self._pipelines = {p.name: Pipeline(p) for p in self.config.pipelines}
         self.serve_metrics()
         self._connect()
         names = [p.name for p in self.config.pipelines]
@@ -103,15 +106,21 @@ class App:
         self.close()
 
     def _connect(self) -> None:
+        # Redis first: refused credentials fail at once rather than after a broker retry.
+        redis = self.config.redis
+        self._redis = connect(
+            redis.url, timeout_s=redis.connect_timeout_s, **redis.client_options()
+        )
         kafka = self.config.kafka
-        wait_for_broker(kafka.bootstrap, timeout_s=kafka.connect_timeout_s)
+        security = kafka.client_options()
+        wait_for_broker(kafka.bootstrap, timeout_s=kafka.connect_timeout_s, security=security)
         topics = {p.dead_letter_topic for p in self.config.pipelines}
         topics |= {
             p.outputs.predictions_topic
             for p in self.config.pipelines
             if p.outputs.predictions_topic
         }
-        ensure_topics(kafka.bootstrap, sorted(topics))
+        ensure_topics(kafka.bootstrap, sorted(topics), security=security)
 
     def _runner(self, config: PipelineConfig, readiness: Readiness) -> PipelineRunner:
         client = connect(self.config.redis.url, timeout_s=self.config.redis.connect_timeout_s)
@@ -156,12 +165,17 @@ class App:
             heartbeat_interval_ms=kafka.heartbeat_interval_ms,
             max_poll_records=config.source.poll_max_records,
             fetch_max_wait_ms=fetch_wait_ms(config.batching.latency_target_ms),
+            security=kafka.client_options(),
         )
 
     def _outputs(self, config: PipelineConfig, client: Redis) -> BatchOutputs:
         # One producer per pipeline: a flush then waits for, and reports, only its own messages.
         kafka = self.config.kafka
-        producer = KafkaSink(kafka.bootstrap, client_id=f"{kafka.client_id}-{config.name}-out")
+        producer = KafkaSink(
+            kafka.bootstrap,
+            client_id=f"{kafka.client_id}-{config.name}-out",
+            security=kafka.client_options(),
+        )
         store = PredictionStore(
             client, self.config.redis.prefix, config.name, config.outputs.prediction_ttl_s
         )
@@ -185,7 +199,11 @@ class App:
         if not settings.enabled:
             return None, None, None
         store = RedisCheckpointStore(
-            client, self.config.redis.prefix, config.name, fence=lambda: lock.value
+            client,
+            self.config.redis.prefix,
+            config.name,
+            fence=lambda: lock.value,
+            lease_ms=lock.ttl_ms,
         )
 
         def snapshot() -> dict[str, Any]:

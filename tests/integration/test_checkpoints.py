@@ -165,6 +165,12 @@ def test_a_second_replica_of_a_pipeline_is_refused(redis_url: str) -> None:
         cp = Checkpoint(1, 0.0, 0, 0, {}, b"s")
         with pytest.raises(PipelineFenced):
             fenced.save(cp, keep=5)
+        # A lease that expired while Redis stalled (or restarted empty) is taken back by its
+        # holder's next write, as long as nobody else took it.
+        client.delete(first.key)
+        ours = RedisCheckpointStore(client, prefix, "fraud", fence=lambda: first.value)
+        ours.save(cp, keep=5)
+        assert client.get(first.key) == first.value.encode()
     finally:
         first.release()
 
