@@ -2,13 +2,12 @@
 
 Each message is parsed once (orjson); fields are then checked and converted column by column,
 so a clean batch costs a few list comprehensions and numpy conversions, and only a column that
-holds a bad value is walked row by row to find it.
+holds a bad value is walked row by row to find it. No message content can make it raise.
 """
 
 from __future__ import annotations
 
-import json
-import math
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -17,22 +16,17 @@ import numpy as np
 import orjson
 
 from streamlearn.config import FieldType, SchemaConfig
+from streamlearn.rejections import Rejection, describe, exception_text, unparsable
 
-_NUMBER = (int, float)
+__all__ = ["MAX_TIMESTAMP_MS", "DecodedBatch", "EventDecoder", "Rejection"]
+
+log = logging.getLogger(__name__)
+
 _NUMBER_TYPES = {int, float, bool}
 _INT_TYPES = {int, bool}
 _ID_TYPES = {str, int}
 MAX_TIMESTAMP_MS = 2**53
 _TARGET_TYPES = {int, bool, float, type(None)}
-
-
-@dataclass(frozen=True, slots=True)
-class Rejection:
-    """Why the message at ``index`` of the raw batch was rejected."""
-
-    index: int
-    reason: str
-    detail: str
 
 
 @dataclass(slots=True)
@@ -86,7 +80,20 @@ class EventDecoder:
         ]
 
     def decode(self, values: Sequence[bytes | None]) -> DecodedBatch:
-        """Decode a batch of message values."""
+        """Decode a batch of message values; never raises because of what they contain."""
+        try:
+            return self._decode_columns(values)
+        except Exception as exc:
+            # A message no check foresaw must cost that message, not the pipeline (a batch that
+            # raises is never committed, so the processor would fail on it again and again).
+            log.warning(
+                "decoding %d messages column-wise failed (%s); decoding them one by one",
+                len(values),
+                exception_text(exc),
+            )
+            return self._decode_one_by_one(values)
+
+    def _decode_columns(self, values: Sequence[bytes | None]) -> DecodedBatch:
         rejected: dict[int, Rejection] = {}
         records, positions = self._parse(values, rejected)
         v = _Verdicts(records, positions, rejected)
@@ -120,12 +127,44 @@ class EventDecoder:
             rejected=sorted(rejected.values(), key=lambda r: r.index),
         )
 
+    def _decode_one_by_one(self, values: Sequence[bytes | None]) -> DecodedBatch:
+        rows: list[tuple[int, DecodedBatch]] = []
+        rejected: list[Rejection] = []
+        for i, value in enumerate(values):
+            try:
+                one = self._decode_columns([value])
+            except Exception as exc:
+                rejected.append(Rejection(i, "undecodable", exception_text(exc)))
+                continue
+            rejected.extend(Rejection(i, r.reason, r.detail) for r in one.rejected)
+            if len(one):
+                rows.append((i, one))
+        return DecodedBatch(
+            index=np.array([i for i, _ in rows], dtype=np.int64),
+            event_ids=[one.event_ids[0] for _, one in rows],
+            entity_ids=[one.entity_ids[0] for _, one in rows],
+            timestamps_ms=np.array([one.timestamps_ms[0] for _, one in rows], dtype=np.int64),
+            numeric={
+                k: np.array([one.numeric[k][0] for _, one in rows], dtype=np.float64)
+                for k in self.numeric_fields
+            },
+            categorical={
+                k: [one.categorical[k][0] for _, one in rows] for k in self.category_fields
+            },
+            targets=np.array([one.targets[0] for _, one in rows], dtype=np.float64),
+            rejected=rejected,
+        )
+
     def _check_time_range(self, v: _Verdicts, ts: np.ndarray) -> None:
         # Epoch milliseconds from 1970 to year ~287000: anything else is a unit mistake.
         outside = (ts < 0) | (ts > MAX_TIMESTAMP_MS)
         name = self.schema.timestamp
+        # As floats, integers just past the bound round down onto it: compare those exactly.
+        for k in np.flatnonzero((ts == MAX_TIMESTAMP_MS) & ~v.bad).tolist():
+            outside[k] = v.records[k][name] > MAX_TIMESTAMP_MS
         for k in np.flatnonzero(outside & ~v.bad).tolist():
-            v.mark(k, "out_of_range", f"field {name!r}: {ts[k]!r} is not epoch milliseconds")
+            value = describe(v.records[k][name])
+            v.mark(k, "out_of_range", f"field {name!r}: {value} is not epoch milliseconds")
 
     def _allowed(self, name: str) -> set[type]:
         kind = self.schema.features[name].type
@@ -147,10 +186,10 @@ class EventDecoder:
             try:
                 record = orjson.loads(value)
             except orjson.JSONDecodeError as exc:
-                rejected[i] = _unparsable(i, value, exc)
+                rejected[i] = unparsable(i, exc)
                 continue
             if type(record) is not dict:
-                detail = f"expected a JSON object, got {record!r:.60}"
+                detail = f"expected a JSON object, got {describe(record)}"
                 rejected[i] = Rejection(i, "not_object", detail)
                 continue
             records.append(record)
@@ -183,10 +222,10 @@ class EventDecoder:
                     column[j] = 0
         array = np.array(column, dtype=np.float64) if column else np.empty(0)
         for k in np.flatnonzero(~np.isfinite(array)).tolist():
-            v.mark(k, "not_finite", f"field {name!r} is {column[k]!r}")
+            v.mark(k, "not_finite", f"field {name!r} is {describe(column[k])}")
         if limit is not None:
             for k in np.flatnonzero(np.abs(array) > limit).tolist():
-                v.mark(k, "out_of_range", f"field {name!r}: |{column[k]!r}| > {limit:g}")
+                v.mark(k, "out_of_range", f"field {name!r}: |{describe(column[k])}| > {limit:g}")
         return array
 
     def _targets(self, v: _Verdicts) -> np.ndarray:
@@ -206,7 +245,7 @@ class EventDecoder:
                 elif value is not None:
                     wrong.append(j)
         for j in wrong:
-            detail = f"field {name!r}: expected 0/1 or true/false, got {column[j]!r:.40}"
+            detail = f"field {name!r}: expected 0/1 or true/false, got {describe(column[j])}"
             v.mark(j, "wrong_type", detail)
         return out
 
@@ -233,21 +272,6 @@ class _Verdicts:
         if name not in self.records[j]:
             self.mark(j, "missing_field", f"field {name!r} is missing")
         else:
-            got = "null" if value is None else type(value).__name__
             self.mark(
-                j, "wrong_type", f"field {name!r}: expected {expected}, got {got} {value!r:.40}"
+                j, "wrong_type", f"field {name!r}: expected {expected}, got {describe(value)}"
             )
-
-
-def _unparsable(i: int, value: bytes, exc: Exception) -> Rejection:
-    # Python's json accepts NaN/Infinity literals that strict JSON (orjson) refuses; name them.
-    try:
-        parsed = json.loads(value)
-        non_finite = isinstance(parsed, dict) and any(
-            isinstance(v, float) and not math.isfinite(v) for v in parsed.values()
-        )
-    except (ValueError, RecursionError, OverflowError):
-        non_finite = False
-    if non_finite:
-        return Rejection(i, "not_finite", "event holds NaN or Infinity")
-    return Rejection(i, "not_json", f"not valid JSON: {exc}")

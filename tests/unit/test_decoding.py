@@ -49,12 +49,12 @@ def raw(i: int = 0, **fields: Any) -> bytes:
     return orjson.dumps(event(i, **fields))
 
 
-def decode_one(value: bytes | None) -> DecodedBatch:
-    return DECODER.decode([value])
+def decode_one(value: bytes | None, decoder: EventDecoder = DECODER) -> DecodedBatch:
+    return decoder.decode([value])
 
 
-def reason_of(value: bytes | None) -> tuple[str, str]:
-    batch = decode_one(value)
+def reason_of(value: bytes | None, decoder: EventDecoder = DECODER) -> tuple[str, str]:
+    batch = decode_one(value, decoder)
     assert len(batch) == 0, "expected the event to be rejected"
     (rejection,) = batch.rejected
     assert rejection.index == 0
@@ -424,3 +424,150 @@ def test_every_raw_index_is_kept_or_rejected_exactly_once(kinds: list[str]) -> N
         math.nan if kinds[i] in ("unlabelled", "null_target") else float(i % 2) for i in kept
     ]
     assert np.array_equal(batch.targets, expected_targets, equal_nan=True)
+
+
+# --- hostile content: no message may make decode raise ----------------------------------------
+
+BIG_SCHEMA = SCHEMA.model_copy(update={"max_event_bytes": 2 * 1024 * 1024})
+BIG_DECODER = EventDecoder(BIG_SCHEMA)
+
+
+def nested(depth: int, opener: bytes = b"[") -> bytes:
+    """A JSON value ``depth`` levels deep: lists, or objects each holding the next."""
+    if opener == b"[":
+        return b"[" * depth + b"]" * depth
+    return b'{"a":' * depth + b"1" + b"}" * depth
+
+
+@pytest.mark.parametrize("depth", [900, 1000, 1023])
+@pytest.mark.parametrize("opener", [b"[", b"{"])
+def test_nesting_just_under_the_parser_limit_is_not_an_object(depth: int, opener: bytes) -> None:
+    # orjson parses up to 1024 levels; describing such a value with repr() raised RecursionError.
+    reason, detail = reason_of(nested(depth, opener), BIG_DECODER)
+    assert reason == ("not_object" if opener == b"[" else "missing_field")
+    assert len(detail) < 100
+
+
+@pytest.mark.parametrize("field", ["event_id", "entity_id", "ts", "amount", "hour", "channel", "y"])
+@pytest.mark.parametrize("depth", [900, 1000, 1022])
+def test_nested_value_in_a_field_is_a_wrong_type(field: str, depth: int) -> None:
+    value = raw(**{field: 0}).replace(
+        f'"{field}":0'.encode(), f'"{field}":'.encode() + nested(depth)
+    )
+    reason, detail = reason_of(value, BIG_DECODER)
+    assert reason == "wrong_type"
+    assert detail.endswith("got a list of 1 item")
+
+
+def test_nested_object_in_a_field_is_described_by_its_size() -> None:
+    reason, detail = reason_of(raw(amount={"a": 1, "b": [2]}))
+    assert (reason, detail) == (
+        "wrong_type",
+        "field 'amount': expected a number, got an object of 2 keys",
+    )
+
+
+def test_long_string_in_a_field_is_previewed_briefly() -> None:
+    reason, detail = reason_of(raw(y="x" * 200), BIG_DECODER)
+    assert reason == "wrong_type"
+    assert detail == "field 'y': expected 0/1 or true/false, got str '" + "x" * 40 + "'..."
+
+
+@pytest.mark.parametrize("ts", [2**53 + 1, 2**63 - 1, 2**64 - 1, 2**64, 2**200])
+def test_integer_timestamp_past_the_bound_is_out_of_range(ts: int) -> None:
+    # 2**53 + 1 rounds to 2**53 as a float; the bound is checked on the integer itself.
+    value = raw(ts=0).replace(b'"ts":0', b'"ts":%d' % ts)
+    assert b"%d" % ts in value
+    reason, detail = reason_of(value)
+    assert reason == "out_of_range"
+    assert detail.startswith("field 'ts': ")
+
+
+@pytest.mark.parametrize(
+    ("field", "reason"),
+    [
+        ("amount", "out_of_range"),
+        ("hour", "wrong_type"),
+        ("foreign", "wrong_type"),
+        ("y", "wrong_type"),
+    ],
+)
+def test_integer_past_64_bits_in_a_numeric_field_is_rejected(field: str, reason: str) -> None:
+    # orjson reads integers past 64 bits as floats: too big for an amount, not an integer at all.
+    value = raw(**{field: 0}).replace(f'"{field}":0'.encode(), f'"{field}":{2**64}'.encode())
+    assert reason_of(value)[0] == reason
+
+
+@pytest.mark.parametrize("digits", [310, 400, 5000])
+def test_integer_past_a_double_is_not_json_with_a_reason(digits: int) -> None:
+    value = raw(amount=0).replace(b'"amount":0', b'"amount":' + b"9" * digits)
+    (rejection,) = BIG_DECODER.decode([value]).rejected
+    assert rejection.reason == "not_json"
+    assert rejection.detail.startswith("integer too large for a double at char ")
+
+
+def test_nan_after_a_megabyte_of_deep_nesting_is_named_cheaply() -> None:
+    # Naming NaN must not re-parse the payload (a second parser would recurse through it).
+    value = b'{"a":NaN,"pad":' + b"[" * 500_000 + b"]" * 500_000 + b"}"
+    assert len(value) > 1_000_000
+    (rejection,) = BIG_DECODER.decode([value]).rejected
+    assert (rejection.reason, rejection.detail) == ("not_finite", "event holds NaN or Infinity")
+
+
+def test_megabyte_payloads_are_rejected_with_short_details() -> None:
+    payloads = [
+        b'{"pad":"' + b"x" * 2**20 + b'", "amount": NaN}',
+        b"[" * 2**20,
+        b'{"event_id":"' + b"\\ud800" * 150_000 + b'"}',
+        b"\xff" * 2**20,
+        b'{"a":' + b"1e400," * 170_000 + b"}",
+    ]
+    batch = BIG_DECODER.decode([*payloads, raw(1)])
+    assert batch.event_ids == ["e1"]
+    assert [r.index for r in batch.rejected] == list(range(len(payloads)))
+    assert all(r.reason and 0 < len(r.detail) <= 300 for r in batch.rejected)
+
+
+def test_a_failure_in_the_column_path_costs_only_its_message(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Whatever no check foresaw, the batch falls back to one message at a time.
+    numbers = EventDecoder._numbers
+
+    def fragile(v: Any, name: str, *args: Any, **kwargs: Any) -> np.ndarray:
+        if any(r.get("amount") == 13.5 for r in v.records):
+            raise ValueError("x" * 1000)
+        return numbers(v, name, *args, **kwargs)
+
+    monkeypatch.setattr(EventDecoder, "_numbers", staticmethod(fragile))
+    values = [raw(0), b"[1]", raw(13), raw(3, hour="x"), raw(4)]
+    batch = DECODER.decode(values)
+    assert batch.index.tolist() == [0, 4]
+    assert batch.event_ids == ["e0", "e4"]
+    assert batch.entity_ids == ["card-0", "card-4"]
+    assert batch.numeric["amount"].tolist() == [0.5, 4.5]
+    assert batch.numeric["hour"].tolist() == [0.0, 4.0]
+    assert batch.categorical == {"channel": ["web", "pos"]}
+    assert batch.timestamps_ms.tolist() == [1_700_000_000_000, 1_700_000_000_004]
+    assert batch.targets.tolist() == [0.0, 0.0]
+    assert batch.timestamps_ms.dtype == np.int64 and batch.index.dtype == np.int64
+    assert [(r.index, r.reason) for r in batch.rejected] == [
+        (1, "not_object"),
+        (2, "undecodable"),
+        (3, "wrong_type"),
+    ]
+    assert batch.rejected[1].detail.startswith("ValueError: xxx")
+    assert len(batch.rejected[1].detail) <= 300
+
+
+def test_a_batch_where_every_message_fails_the_column_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(*args: Any, **kwargs: Any) -> np.ndarray:
+        raise RecursionError("maximum recursion depth exceeded")
+
+    monkeypatch.setattr(EventDecoder, "_numbers", staticmethod(broken))
+    batch = DECODER.decode([raw(0), raw(1)])
+    assert len(batch) == 0
+    assert batch.numeric["amount"].shape == (0,) and batch.timestamps_ms.dtype == np.int64
+    assert [(r.reason, r.detail) for r in batch.rejected] == [
+        ("undecodable", "RecursionError: maximum recursion depth exceeded")
+    ] * 2
