@@ -12,7 +12,7 @@ from typing import Protocol
 import orjson
 
 from connectors.redis_store import PredictionColumns, PredictionStore
-from streamlearn.pipeline import ScoredBatch
+from streamlearn.tasks.classification import ScoredBatch
 
 # The original bytes of a dead letter are kept up to this size (then cut, with a header saying so).
 MAX_DEAD_LETTER_BYTES = 512 * 1024

@@ -30,7 +30,7 @@ from streamlearn.config import AppConfig, PipelineConfig, checkpoint_key
 from streamlearn.errors import StreamlearnError
 from streamlearn.health import HealthMonitor
 from streamlearn.hooks import FanOutHooks, PipelineHooks
-from streamlearn.pipeline import Pipeline
+from streamlearn.tasks import Task, build_task
 from streamlearn.runner import PipelineRunner, RunStats
 
 log = logging.getLogger(__name__)
@@ -64,7 +64,7 @@ class App:
         this returns, until :meth:`close`.
         """
         # Built once here, where `streamlearn check` builds them, and handed to the runners.
-        self._pipelines = {p.name: Pipeline(p) for p in self.config.pipelines}
+        self._pipelines = {p.name: build_task(p) for p in self.config.pipelines}
         self.serve_metrics()
         self._connect()
         names = [p.name for p in self.config.pipelines]
@@ -80,6 +80,10 @@ class App:
             self.hooks.on_ready(False)
             self.health.stopped()
             for runner in self.runners:
+                # Leaving the group revokes its partitions; everything learned was settled
+                # (or, after a failure, must not be committed), so the revoke hook is off.
+                if isinstance(runner.source, KafkaSource):
+                    runner.source.on_revoke = None
                 runner.source.close()
                 runner.outputs.close()
             for lock in self._locks:
@@ -124,7 +128,7 @@ class App:
 
     def _runner(self, config: PipelineConfig, readiness: Readiness) -> PipelineRunner:
         client = connect(self.config.redis.url, timeout_s=self.config.redis.connect_timeout_s)
-        pipeline = Pipeline(config)
+        pipeline = self._pipelines.pop(config.name, None) or build_task(config)
         batcher = AdaptiveBatcher(config.batching)
         # One process per pipeline until roles exist: a second replica is refused here.
         prefix, ttl_s = self.config.redis.prefix, config.checkpoint.lock_ttl_s
@@ -190,7 +194,7 @@ class App:
     def _restore(
         self,
         config: PipelineConfig,
-        pipeline: Pipeline,
+        pipeline: Task,
         batcher: AdaptiveBatcher,
         client: Redis,
         lock: ReplicaLock,
@@ -221,7 +225,7 @@ class App:
             fingerprint=model_identity(config),
             key=checkpoint_key(),
             keep=settings.keep,
-            score=lambda: pipeline.evaluator.scores(),
+            score=pipeline.scores,
         )
         requests = ModelRequests(checkpointer, store)
         restored = checkpointer.restore()
@@ -242,7 +246,7 @@ class App:
             checkpoint.learned,
             checkpoint.offsets,
         )
-        self.hooks.on_model_version(config.name, pipeline.model.version)
+        self.hooks.on_model_version(config.name, pipeline.model_version)
         self.hooks.on_checkpoint(config.name, checkpoint.created)
         return checkpointer, checkpoint, requests
 

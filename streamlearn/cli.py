@@ -55,11 +55,11 @@ def run(
 @app.command()
 def check(config: ConfigPath) -> None:
     """Validate a configuration without running it."""
-    from streamlearn.pipeline import Pipeline
+    from streamlearn.tasks import build_task
 
     settings = load_config(config)
     for pipeline in settings.pipelines:
-        Pipeline(pipeline)  # builds the model, so a bad estimator or parameter shows here
+        build_task(pipeline)  # builds the model, so a bad estimator or parameter shows here
         console.print(
             f"[green]ok[/] pipeline [bold]{pipeline.name}[/]: topic "
             f"{escape(pipeline.source.topic)}, {len(pipeline.schema_.features)} features, "
@@ -148,10 +148,15 @@ def demo(
 
 
 def _logging(level: str) -> None:
+    from connectors.kafka_logging import tame_kafka_logging
+
+    if level.upper() not in logging.getLevelNamesMapping():
+        raise typer.BadParameter(f"unknown log level {level!r}", param_hint="--log-level")
     logging.basicConfig(
         level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    logging.getLogger("kafka").setLevel(logging.WARNING)
+    # kafka-python logs each refused connection; streamlearn says once what is wrong.
+    tame_kafka_logging()
 
 
 def main() -> None:

@@ -16,7 +16,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from streamlearn.checkpoint import Checkpoint, CheckpointRefused, Checkpointer
+from streamlearn.checkpoint import Checkpoint, Checkpointer, CheckpointRefused
 from streamlearn.config import checkpoint_key, load_config, service_defaults
 from streamlearn.errors import ConfigError
 

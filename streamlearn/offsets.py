@@ -122,7 +122,9 @@ class OffsetLedger:
         An owned partition the checkpoint does not cover goes on from what is learned now.
         """
         uncovered = {
-            tp: o for tp, o in self.learned_offsets.items() if tp in self.owned and tp not in offsets
+            tp: o
+            for tp, o in self.learned_offsets.items()
+            if tp in self.owned and tp not in offsets
         }
         self.restore({**offsets, **uncovered}, learned)
         offsets = self.learned_offsets

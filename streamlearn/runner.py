@@ -12,7 +12,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -23,7 +23,7 @@ from streamlearn.delivery import Delivery
 from streamlearn.errors import PipelineFenced, StreamlearnError
 from streamlearn.hooks import PipelineHooks
 from streamlearn.offsets import OffsetLedger, Offsets
-from streamlearn.pipeline import Pipeline, ScoredBatch
+from streamlearn.tasks.base import Scored, Task
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +71,7 @@ class Source(Protocol):
 class OutputWriter(Protocol):
     """Where a scored batch goes: predictions and dead letters, durably, before commit."""
 
-    def write(self, scored: ScoredBatch) -> None:
+    def write(self, scored: Any) -> None:
         """Write everything or raise; may be called again for the same batch after a failure."""
         ...
 
@@ -96,7 +96,7 @@ class PipelineRunner:
 
     def __init__(
         self,
-        pipeline: Pipeline,
+        pipeline: Task,
         source: Source,
         outputs: OutputWriter,
         batcher: AdaptiveBatcher,
@@ -161,7 +161,7 @@ class PipelineRunner:
             buffered = len(self._buffer)
             if done:
                 if buffered == 0:
-                    self.hooks.on_model_score(name, self.pipeline.evaluator.scores())
+                    self.hooks.on_model_score(name, self.pipeline.scores())
                     self._settle(force=True)
                     return self.stats
                 trigger: Trigger | None = Trigger.SHUTDOWN
@@ -215,10 +215,7 @@ class PipelineRunner:
         owned = self.ledger.still_owned(ticket)
         keep = None
         if len(owned) < len(ticket.ends):
-            rows = scored.decoded.index.tolist()
-            keep = self.ledger.owned_rows(
-                ticket, [batch.topics[i] for i in rows], [batch.partitions[i] for i in rows]
-            )
+            keep = self.ledger.owned_rows(ticket, batch.topics, batch.partitions)
         outcome = self.pipeline.learn(scored, keep)
         learned_at = self.clock()
         hooks.on_stage(name, "learn", learned_at - written_at)
@@ -247,7 +244,7 @@ class PipelineRunner:
         started = self.clock()
         try:
             checkpoint = cp.save(
-                offsets, learned, self.pipeline.model.version, rolled_back_from=rolled_back_from
+                offsets, learned, self.pipeline.model_version, rolled_back_from=rolled_back_from
             )
         except PipelineFenced:
             raise
@@ -283,7 +280,7 @@ class PipelineRunner:
             checkpoint.learned,
             checkpoint.offsets,
         )
-        self.hooks.on_model_version(name, self.pipeline.model.version)
+        self.hooks.on_model_version(name, self.pipeline.model_version)
 
     def assigned(self, partitions: list[tuple[str, int]]) -> None:
         """Partitions were assigned: the ledger decides where each is read from."""
@@ -319,10 +316,10 @@ class PipelineRunner:
                 partitions,
             )
 
-    def _report_outputs(self, scored: ScoredBatch, written_at_ms: int) -> None:
+    def _report_outputs(self, scored: Scored, written_at_ms: int) -> None:
         name, hooks = self.pipeline.name, self.hooks
-        decoded = scored.decoded
-        raw_ts = np.asarray(scored.raw.timestamps_ms, dtype=np.int64)[decoded.index]
+        rows = scored.rows
+        raw_ts = np.asarray(scored.raw.timestamps_ms, dtype=np.int64)[rows]
         latencies = np.maximum(written_at_ms - raw_ts, 0) / 1000.0
         hooks.on_predictions(name, latencies)
         target_s = self.batcher.settings.latency_target_ms / 1000.0
@@ -331,7 +328,7 @@ class PipelineRunner:
             hooks.on_target_missed(name, missed)
         for reason, count in Counter(r.reason for r in scored.rejected).items():
             hooks.on_invalid(name, reason, count)
-        self.stats.predicted += len(decoded)
+        self.stats.predicted += len(rows)
         self.stats.invalid += len(scored.rejected)
 
     def _report_learning(self, learned: int, metrics: dict[str, float], drift: bool) -> None:
@@ -339,7 +336,7 @@ class PipelineRunner:
         self.stats.learned += learned
         if learned:
             self.hooks.on_learned(name, learned)
-            self.hooks.on_model_version(name, self.pipeline.model.version)
+            self.hooks.on_model_version(name, self.pipeline.model_version)
         if metrics:
             self.hooks.on_model_score(name, metrics)
         if drift:

@@ -1,4 +1,4 @@
-"""One pipeline's work on one batch: score it (decode, featurize, predict), then learn from it.
+"""The classification task: a probability per event (fraud, churn), learned test-then-train.
 
 Pure: no I/O and no clock of its own beyond an injected one. Scoring and learning are separate
 calls, so outputs are written between them and, later, scorers and a learner can be split apart.
@@ -21,6 +21,7 @@ from streamlearn.drift import ClassErrorDrift
 from streamlearn.evaluation import PrequentialEvaluator
 from streamlearn.features import FeatureBatch, Featurizer
 from streamlearn.models import BatchModel, build_model
+from streamlearn.tasks.base import LearnOutcome
 
 
 @dataclass(slots=True)
@@ -42,17 +43,13 @@ class ScoredBatch:
         """Messages that failed validation, by position in :attr:`raw`."""
         return self.decoded.rejected
 
-
-@dataclass(slots=True)
-class LearnOutcome:
-    """What learning from one batch did."""
-
-    learned: int
-    drift: bool = False
-    metrics: dict[str, float] = field(default_factory=dict)
+    @property
+    def rows(self) -> np.ndarray:
+        """Positions in :attr:`raw` of the scored events."""
+        return self.decoded.index
 
 
-class Pipeline:
+class ClassificationTask:
     """Scores and learns one pipeline's batches in test-then-train order.
 
     Examples
@@ -62,7 +59,7 @@ class Pipeline:
     ...     "name": "demo", "source": {"topic": "t"},
     ...     "schema": {"target": "y", "features": {"x": "float"}},
     ...     "model": {"estimator": "river.linear_model.LogisticRegression"}})
-    >>> pipeline = Pipeline(config, clock_ms=lambda: 1000)
+    >>> pipeline = ClassificationTask(config, clock_ms=lambda: 1000)
     >>> raw = RawBatch()
     >>> raw.append("t", 0, 0, None, b'{"event_id": "a", "entity_id": "e", "ts": 5, "x": 1,'
     ...                             b' "y": 1}', 5, received=0.0)
@@ -116,6 +113,15 @@ class Pipeline:
             scored_at_ms=self.clock_ms(),
         )
 
+    @property
+    def model_version(self) -> int:
+        """Learning steps of the serving model."""
+        return self.model.version
+
+    def scores(self) -> dict[str, float]:
+        """The rolling prequential metrics (``auc``, ``accuracy``, ``logloss``)."""
+        return self.evaluator.scores()
+
     def snapshot(self) -> dict[str, Any]:
         """Everything learned, for a checkpoint: model, evaluator, drift detector, challenger."""
         return {
@@ -135,12 +141,12 @@ class Pipeline:
     def learn(self, scored: ScoredBatch, keep: np.ndarray | None = None) -> LearnOutcome:
         """Evaluate the served scores against the labels, then learn from the labelled events.
 
-        ``keep`` (one flag per valid event) leaves out events that must not be learned now,
+        ``keep`` (one flag per raw message) leaves out events that must not be learned now,
         e.g. of a partition that moved to another consumer while the batch was written.
         """
         targets = scored.decoded.targets
         if keep is not None and not keep.all():
-            targets = np.where(keep, targets, np.nan)
+            targets = np.where(keep[scored.decoded.index], targets, np.nan)
         labelled = ~np.isnan(targets)
         if not labelled.any():
             return LearnOutcome(learned=0)

@@ -12,7 +12,7 @@ from streamlearn.batch import RawBatch
 from streamlearn.challenger import Challenger
 from streamlearn.config import PipelineConfig
 from streamlearn.generators.fraud import FIELD_TYPES, FraudGenerator
-from streamlearn.pipeline import Pipeline
+from streamlearn.tasks.classification import ClassificationTask
 
 
 class FireAt:
@@ -29,7 +29,7 @@ class FireAt:
 
 def pipeline(
     action: str, challenger_events: int = 1000, warmup: int = 0, drift_batch: int = 5
-) -> Pipeline:
+) -> ClassificationTask:
     config = PipelineConfig.model_validate(
         {
             "name": "fraud",
@@ -46,7 +46,7 @@ def pipeline(
             },
         }
     )
-    return Pipeline(config, drift=FireAt(drift_batch), clock_ms=lambda: 0)  # type: ignore[arg-type]
+    return ClassificationTask(config, drift=FireAt(drift_batch), clock_ms=lambda: 0)  # type: ignore[arg-type]
 
 
 def batches(n_batches: int, size: int = 200, drift_at: int | None = None):
@@ -58,7 +58,7 @@ def batches(n_batches: int, size: int = 200, drift_at: int | None = None):
         yield raw
 
 
-def run(p: Pipeline, n_batches: int, drift_at: int | None = None) -> list[int]:
+def run(p: ClassificationTask, n_batches: int, drift_at: int | None = None) -> list[int]:
     versions = []
     for raw in batches(n_batches, drift_at=drift_at):
         scored = p.score(raw)

@@ -8,7 +8,7 @@ from river import datasets, evaluate, linear_model, metrics, preprocessing
 
 from streamlearn.batch import RawBatch
 from streamlearn.config import PipelineConfig
-from streamlearn.pipeline import Pipeline
+from streamlearn.tasks.classification import ClassificationTask
 
 
 def phishing_events(dataset):
@@ -34,7 +34,7 @@ def engine_accuracy(dataset, batch_size: int) -> float:
             "drift": {"detector": "none"},
         }
     )
-    pipeline = Pipeline(config)
+    pipeline = ClassificationTask(config)
     accuracy = metrics.Accuracy()
     events = phishing_events(dataset)
     offset = 0

@@ -25,8 +25,8 @@ from streamlearn.errors import (
     StreamlearnError,
 )
 from streamlearn.hooks import PipelineHooks
-from streamlearn.pipeline import Pipeline, ScoredBatch
 from streamlearn.runner import PipelineRunner, RunStats
+from streamlearn.tasks.classification import ClassificationTask, ScoredBatch
 from streamlearn.workloads import MALFORMED_SAMPLES, task_events
 from tests.unit.recording import RecordingHooks
 
@@ -240,7 +240,7 @@ def rig(
     stop_when_drained: bool = True,
     failures: int = 0,
     error: Exception | None = None,
-    pipeline: Pipeline | None = None,
+    pipeline: ClassificationTask | None = None,
     wall_ms: int = MESSAGE_TS_MS + 250,
     max_wait_ms: float = 10_000,
     latency_target_ms: float = 100,
@@ -261,7 +261,7 @@ def rig(
         max_buffered_bytes=max_buffered_bytes,
     )
     batcher = RecordingBatcher(settings, clock=clock)
-    pipeline = pipeline or Pipeline(fraud_config(), clock_ms=lambda: wall_ms)
+    pipeline = pipeline or ClassificationTask(fraud_config(), clock_ms=lambda: wall_ms)
     readiness: list[bool] = []
     runner = PipelineRunner(
         pipeline,
@@ -499,7 +499,7 @@ def test_no_target_missed_when_latency_is_within_the_target() -> None:
 
 
 def test_drift_signals_the_batcher() -> None:
-    pipeline = Pipeline(fraud_config(), drift=AlwaysDrift(), clock_ms=lambda: 0)
+    pipeline = ClassificationTask(fraud_config(), drift=AlwaysDrift(), clock_ms=lambda: 0)
     values: list[bytes | None] = list(fraud_values(64))
     r = rig(values, size=16, pipeline=pipeline)
     r.run()
@@ -516,7 +516,7 @@ def test_no_drift_without_labels() -> None:
         orjson.dumps({k: v for k, v in e.items() if k != "is_fraud"})
         for e in task_events("fraud", seed=3, drift_at=None)(32)
     ]
-    pipeline = Pipeline(fraud_config(), drift=AlwaysDrift(), clock_ms=lambda: 0)
+    pipeline = ClassificationTask(fraud_config(), drift=AlwaysDrift(), clock_ms=lambda: 0)
     r = rig(list(unlabelled), size=16, pipeline=pipeline)
     stats = r.run()
     assert r.batcher.drift_signals == 0
