@@ -8,8 +8,9 @@ re-exported here, so ``connectors.kafka`` is the one import for Kafka.
 
 from __future__ import annotations
 
+import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, Literal
 
 from kafka import (
@@ -47,6 +48,9 @@ __all__ = [
 ]
 
 Partitions = Callable[[list[tuple[str, int]]], None]
+LAG_WARNING_INTERVAL_S = 60.0
+
+log = logging.getLogger(__name__)
 
 
 class CommitFailed(StreamlearnError):
@@ -77,7 +81,8 @@ class KafkaSource:
     Offsets are committed only by :meth:`commit`. Not thread-safe: use it from one thread.
     Keep calling :meth:`poll` while paused so the group does not evict this member.
     ``on_assign`` / ``on_revoke`` receive ``[(topic, partition), ...]`` during a rebalance,
-    e.g. to :meth:`seek` to the offsets a restored model checkpoint covers.
+    e.g. to :meth:`seek` to the offsets a restored model checkpoint covers. ``security``
+    holds kafka-python's SASL and TLS keywords (``KafkaConfig.client_options()``).
 
     Examples
     --------
@@ -112,8 +117,11 @@ class KafkaSource:
         fetch_max_wait_ms: int = 100,
         on_assign: Partitions | None = None,
         on_revoke: Partitions | None = None,
+        security: Mapping[str, Any] | None = None,
     ) -> None:
         self.bootstrap = bootstrap
+        self.security = dict(security or {})
+        self._lag_warned_at: float | None = None
         self.start = start
         self.paused = False
         self.on_assign = on_assign
@@ -133,6 +141,7 @@ class KafkaSource:
                 # The broker may hold a fetch this long waiting for data (Tansu always
                 # does), so it bounds the latency an idle-then-busy partition adds.
                 fetch_max_wait_ms=fetch_max_wait_ms,
+                **self.security,
             )
         self.consumer.subscribe(topics, listener=_RebalanceListener(self))
 
@@ -220,12 +229,16 @@ class KafkaSource:
         known = {tp: self.consumer.highwater(tp) for tp in assigned}
         try:
             if self.paused:
-                ends = fresh_high_watermarks(self.bootstrap, assigned, timeout_s=2.0)
+                ends = fresh_high_watermarks(
+                    self.bootstrap, assigned, timeout_s=2.0, security=self.security
+                )
             elif any(end is None for end in known.values()):
                 ends = listed_end_offsets(self.consumer, assigned)
             else:
                 ends = {}  # every fetch reports the high watermark: no round-trip needed
-        except StreamlearnError:
+        except StreamlearnError as error:
+            # Lag is a metric: report with what is known, and say why it may be stale.
+            self._warn_lag_unknown(error)
             ends = {}
         out: dict[int, int] = {}
         for tp in assigned:
@@ -235,6 +248,17 @@ class KafkaSource:
             end = max(ends.get(tp, 0), known[tp] or 0)
             out[tp.partition] = out.get(tp.partition, 0) + max(0, end - position)
         return out
+
+    def _warn_lag_unknown(self, error: StreamlearnError) -> None:
+        now = time.monotonic()
+        if self._lag_warned_at is not None and now - self._lag_warned_at < LAG_WARNING_INTERVAL_S:
+            return
+        self._lag_warned_at = now
+        log.warning(
+            "consumer lag from Kafka at %s may be stale (end offsets unavailable: %s)",
+            self.bootstrap,
+            error,
+        )
 
     def close(self) -> None:
         """Leave the group (its partitions move to the other members at once)."""

@@ -1,13 +1,14 @@
 """Kafka administration: wait for the broker, create topics, read offsets and whole topics.
 
 Used at start-up, by the demo and by tests. Works around Tansu's ListOffsets, which reports the
-start of the last record batch as the end of a partition.
+start of the last record batch as the end of a partition. Each function takes ``security``, the
+kafka-python keywords of :meth:`streamlearn.config.KafkaConfig.client_options` (SASL, TLS).
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
@@ -15,6 +16,7 @@ from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
 from kafka.consumer.fetcher import ConsumerRecord
 from kafka.errors import KafkaError, KafkaTimeoutError
 
+from connectors.kafka_logging import quiet_kafka
 from connectors.retry import retry
 from streamlearn.errors import ServiceUnavailable, StreamlearnError
 
@@ -31,6 +33,8 @@ __all__ = [
 ]
 
 TOPIC_ALREADY_EXISTS = 36
+
+Security = Mapping[str, Any] | None
 
 
 def _hint(bootstrap: str) -> str:
@@ -51,17 +55,20 @@ def connecting(bootstrap: str) -> Iterator[None]:
         ) from error
 
 
-def _admin(bootstrap: str, timeout_s: float = 10.0) -> KafkaAdminClient:
+def _admin(bootstrap: str, security: Security, timeout_s: float = 10.0) -> KafkaAdminClient:
     with connecting(bootstrap):
         return KafkaAdminClient(
-            bootstrap_servers=bootstrap, bootstrap_timeout_ms=int(timeout_s * 1000)
+            bootstrap_servers=bootstrap,
+            bootstrap_timeout_ms=int(timeout_s * 1000),
+            **(security or {}),
         )
 
 
-def wait_for_broker(bootstrap: str, timeout_s: float) -> None:
+def wait_for_broker(bootstrap: str, timeout_s: float, *, security: Security = None) -> None:
     """Block until the broker at ``bootstrap`` answers a metadata request.
 
     Raises :class:`ServiceUnavailable` naming the address after ``timeout_s`` seconds.
+    kafka-python's own logging is silenced meanwhile: the one message says it all.
 
     Examples
     --------
@@ -75,27 +82,32 @@ def wait_for_broker(bootstrap: str, timeout_s: float) -> None:
     def probe() -> None:
         # Each try must end by the deadline, or a slow bootstrap overshoots it.
         budget_ms = max(100, min(2000, int((deadline - time.monotonic()) * 1000)))
-        admin = KafkaAdminClient(bootstrap_servers=bootstrap, bootstrap_timeout_ms=budget_ms)
+        admin = KafkaAdminClient(
+            bootstrap_servers=bootstrap, bootstrap_timeout_ms=budget_ms, **(security or {})
+        )
         try:
             admin.list_topics()
         finally:
             admin.close()
 
-    retry(
-        probe,
-        what=f"Kafka broker at {bootstrap}",
-        timeout_s=timeout_s,
-        retry_on=(KafkaError, OSError),
-        hint=_hint(bootstrap),
-    )
+    with quiet_kafka():
+        retry(
+            probe,
+            what=f"Kafka broker at {bootstrap}",
+            timeout_s=timeout_s,
+            retry_on=(KafkaError, OSError),
+            hint=_hint(bootstrap),
+        )
 
 
-def ensure_topics(bootstrap: str, topics: Iterable[str], partitions: int = 1) -> None:
+def ensure_topics(
+    bootstrap: str, topics: Iterable[str], partitions: int = 1, *, security: Security = None
+) -> None:
     """Create the topics that do not exist yet, with ``partitions`` partitions each."""
     wanted = {topic: {"num_partitions": partitions} for topic in topics}
     if not wanted:
         return
-    admin = _admin(bootstrap)
+    admin = _admin(bootstrap, security)
     try:
         response = admin.create_topics(wanted, raise_errors=False, wait_for_metadata=True)
     finally:
@@ -108,9 +120,11 @@ def ensure_topics(bootstrap: str, topics: Iterable[str], partitions: int = 1) ->
             )
 
 
-def committed_offsets(bootstrap: str, group: str) -> dict[tuple[str, int], int]:
+def committed_offsets(
+    bootstrap: str, group: str, *, security: Security = None
+) -> dict[tuple[str, int], int]:
     """Return the group's committed next-offsets per ``(topic, partition)``."""
-    admin = _admin(bootstrap)
+    admin = _admin(bootstrap, security)
     try:
         by_group = admin.list_group_offsets(group)
     finally:
@@ -130,13 +144,14 @@ def listed_end_offsets(consumer: KafkaConsumer, tps: list[TopicPartition]) -> di
         return {}
 
 
-def _reader(bootstrap: str) -> KafkaConsumer:
+def _reader(bootstrap: str, security: Security) -> KafkaConsumer:
     with connecting(bootstrap):
         return KafkaConsumer(
             bootstrap_servers=bootstrap,
             enable_auto_commit=False,
             allow_auto_create_topics=False,
             fetch_max_wait_ms=50,
+            **(security or {}),
         )
 
 
@@ -162,10 +177,10 @@ def high_watermarks(
 
 
 def fresh_high_watermarks(
-    bootstrap: str, tps: list[TopicPartition], timeout_s: float = 5.0
+    bootstrap: str, tps: list[TopicPartition], timeout_s: float = 5.0, *, security: Security = None
 ) -> dict[Any, int]:
     """Return the true end offset of each of ``tps`` using a short-lived reader."""
-    consumer = _reader(bootstrap)
+    consumer = _reader(bootstrap, security)
     try:
         return high_watermarks(consumer, tps, timeout_s)
     finally:
@@ -176,9 +191,11 @@ def _partitions(consumer: KafkaConsumer, topic: str) -> list[TopicPartition]:
     return [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
 
 
-def end_offsets(bootstrap: str, topic: str, timeout_s: float = 10.0) -> dict[int, int]:
+def end_offsets(
+    bootstrap: str, topic: str, timeout_s: float = 10.0, *, security: Security = None
+) -> dict[int, int]:
     """Return the offset after the last message of each partition of ``topic`` ({} if none)."""
-    consumer = _reader(bootstrap)
+    consumer = _reader(bootstrap, security)
     try:
         tps = _partitions(consumer, topic)
         ends = high_watermarks(consumer, tps, timeout_s) if tps else {}
@@ -187,12 +204,14 @@ def end_offsets(bootstrap: str, topic: str, timeout_s: float = 10.0) -> dict[int
         consumer.close(autocommit=False)
 
 
-def read_all(bootstrap: str, topic: str, timeout_s: float = 10.0) -> list[ConsumerRecord]:
+def read_all(
+    bootstrap: str, topic: str, timeout_s: float = 10.0, *, security: Security = None
+) -> list[ConsumerRecord]:
     """Read ``topic`` from its beginning to its current end, outside any consumer group.
 
     Returns the records ordered by partition then offset (``[]`` if the topic does not exist).
     """
-    consumer = _reader(bootstrap)
+    consumer = _reader(bootstrap, security)
     try:
         tps = _partitions(consumer, topic)
         if not tps:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from contextlib import suppress
 from typing import Any
 
@@ -25,7 +26,8 @@ class KafkaSink:
     ``acks="all"`` with idempotence: a message counts as written only once every in-sync
     replica has it, and retries cannot duplicate it. That is what lets the runner commit
     input offsets after a flush without losing dead letters; flushing once per batch keeps
-    the extra round-trip off the per-message path.
+    the extra round-trip off the per-message path. ``security`` holds kafka-python's SASL and
+    TLS keywords (:meth:`streamlearn.config.KafkaConfig.client_options`).
 
     Examples
     --------
@@ -36,7 +38,12 @@ class KafkaSink:
     """
 
     def __init__(
-        self, bootstrap: str, *, client_id: str = "streamlearn", connect_timeout_s: float = 10.0
+        self,
+        bootstrap: str,
+        *,
+        client_id: str = "streamlearn",
+        connect_timeout_s: float = 10.0,
+        security: Mapping[str, Any] | None = None,
     ) -> None:
         self.bootstrap = bootstrap
         self._pending: list[tuple[Any, _Message]] = []
@@ -52,6 +59,7 @@ class KafkaSink:
                 max_request_size=4 * 1024 * 1024,
                 max_block_ms=10_000,
                 bootstrap_timeout_ms=int(connect_timeout_s * 1000),
+                **(security or {}),
             )
 
     def send(

@@ -6,6 +6,7 @@ only by a prediction for an event at least as recent, so a replay never overwrit
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -14,7 +15,9 @@ import numpy as np
 import redis
 
 from connectors.retry import retry
+from streamlearn.config_services import redacted
 from streamlearn.errors import (
+    CredentialsRefused,
     OutputBackpressure,
     OutputRejected,
     ServiceUnavailable,
@@ -79,15 +82,98 @@ def prediction_key(prefix: str, pipeline: str, entity_id: str) -> str:
     return f"{prefix}:{pipeline}:pred:{entity_id}"
 
 
-def connect(url: str, timeout_s: float = 30.0) -> redis.Redis:
-    """Open a client and wait, with backoff, until the server answers PING."""
+_REFUSALS = (
+    redis.AuthenticationError,
+    redis.AuthenticationWrongNumberOfArgsError,
+    redis.exceptions.NoPermissionError,
+)
+_CREDENTIALS_HINT = (
+    "Check redis.url / STREAMLEARN_REDIS_URL (and redis.username, redis.password / "
+    "STREAMLEARN_REDIS_USERNAME, STREAMLEARN_REDIS_PASSWORD)."
+)
+
+
+def refuses_credentials(error: Exception) -> bool:
+    """Whether ``error`` is Redis refusing who we are (retrying cannot help).
+
+    >>> refuses_credentials(redis.ResponseError("WRONGPASS invalid username-password pair"))
+    True
+    >>> refuses_credentials(redis.ConnectionError("Error 111 connecting"))
+    False
+    """
+    if isinstance(error, _REFUSALS):
+        return True
+    return isinstance(error, redis.ResponseError) and str(error).startswith(
+        ("NOAUTH", "WRONGPASS", "NOPERM")
+    )
+
+
+def _refusal(error: Exception, where: str, anonymous: bool) -> CredentialsRefused | None:
+    """The permanent error ``error`` amounts to, or None if retrying may help."""
+    reason = f"{type(error).__name__}: {error}"
+    if refuses_credentials(error):
+        refused = "asks for a password" if anonymous else "refused the credentials"
+        return CredentialsRefused(f"Redis at {where} {refused} ({reason}). {_CREDENTIALS_HINT}")
+    if _untrusted_certificate(error):
+        return CredentialsRefused(
+            f"Redis at {where} presented a TLS certificate that could not be verified "
+            f"({reason}). Check redis.ssl_ca_certs / STREAMLEARN_REDIS_SSL_CA_CERTS and the "
+            "host name in redis.url."
+        )
+    return None
+
+
+def _untrusted_certificate(error: BaseException) -> bool:
+    # redis-py wraps the ssl error in a ConnectionError; the cause stays in the chain.
+    seen: BaseException | None = error
+    for _ in range(5):
+        if seen is None:
+            return False
+        if isinstance(seen, ssl.SSLCertVerificationError):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+def connect(
+    url: str,
+    timeout_s: float = 30.0,
+    *,
+    username: str | None = None,
+    password: str | None = None,
+    ssl_ca_certs: str | None = None,
+) -> redis.Redis:
+    """Open a client and wait, with backoff, until the server answers PING.
+
+    ``username`` and ``password`` take precedence over credentials in ``url``; a ``rediss://``
+    URL uses TLS, verified against ``ssl_ca_certs`` when given. An unreachable server is
+    retried for ``timeout_s`` and then reported as :class:`ServiceUnavailable`; refused
+    credentials and an untrusted TLS certificate raise :class:`CredentialsRefused` at once.
+    Messages never show the password.
+    """
+    where = redacted(url)
     try:
-        client = redis.Redis.from_url(url, socket_timeout=10, socket_connect_timeout=5)
+        pool = redis.ConnectionPool.from_url(url, socket_timeout=10, socket_connect_timeout=5)
     except ValueError as exc:
-        raise ServiceUnavailable(f"invalid Redis URL {url!r}: {exc}") from None
+        raise ServiceUnavailable(f"invalid Redis URL {where}: {exc}") from None
+    explicit = {"username": username, "password": password, "ssl_ca_certs": ssl_ca_certs}
+    # Set after parsing: from_url would let credentials in the URL win over these.
+    pool.connection_kwargs.update({k: v for k, v in explicit.items() if v is not None})
+    client = redis.Redis.from_pool(pool)  # owns the pool, as from_url would
+    anonymous = pool.connection_kwargs.get("password") is None
+
+    def ping() -> None:
+        try:
+            client.ping()
+        except redis.RedisError as error:
+            refusal = _refusal(error, where, anonymous)
+            if refusal is not None:
+                raise refusal from None
+            raise
+
     retry(
-        client.ping,
-        what=f"Redis at {url}",
+        ping,
+        what=f"Redis at {where}",
         timeout_s=timeout_s,
         retry_on=(redis.RedisError, OSError),
         hint="Check redis.url in the configuration, or set STREAMLEARN_REDIS_URL.",

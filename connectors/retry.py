@@ -97,6 +97,17 @@ def _gave_up(
     what: str, attempt: int, elapsed: float, error: Exception, hint: str
 ) -> ServiceUnavailable:
     tries = "attempt" if attempt == 1 else "attempts"
-    reason = f"{type(error).__name__}: {error}".rstrip(". ")
+    reason = _reason(error)
     message = f"{what} unreachable after {attempt} {tries} over {elapsed:.1f} s: {reason}."
     return ServiceUnavailable(f"{message} {hint}".rstrip())
+
+
+def _reason(error: Exception) -> str:
+    """The error's type and text, the type once (kafka-python's text already starts with it).
+
+    >>> _reason(ConnectionError("refused.")), _reason(TimeoutError("TimeoutError: slow"))
+    ('ConnectionError: refused', 'TimeoutError: slow')
+    """
+    name, text = type(error).__name__, str(error)
+    reason = text if text.startswith(name) else f"{name}: {text}"
+    return reason.rstrip(". ")

@@ -42,9 +42,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from streamlearn.config_errors import describe
+from streamlearn.config_services import NAME_PATTERN, KafkaConfig, RedisConfig, mask_urls
 from streamlearn.errors import ConfigError
-
-NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
 
 
 class _Strict(BaseModel):
@@ -203,6 +202,7 @@ class PipelineConfig(_Strict):
     """One stream, one schema, one model."""
 
     name: str = Field(pattern=NAME_PATTERN)
+    task: Literal["classification"] = "classification"
     source: SourceConfig
     schema_: SchemaConfig = Field(alias="schema")
     model: ModelConfig
@@ -226,24 +226,6 @@ class PipelineConfig(_Strict):
     def dead_letter_topic(self) -> str:
         """The dead-letter topic: configured, else ``{topic}.dlq``."""
         return self.outputs.dead_letter_topic or f"{self.source.topic}.dlq"
-
-
-class KafkaConfig(_Strict):
-    """How to reach the broker."""
-
-    bootstrap: str = "localhost:9092"
-    client_id: str = "streamlearn"
-    session_timeout_ms: int = Field(default=10_000, ge=1000)
-    heartbeat_interval_ms: int = Field(default=1_000, ge=100)
-    connect_timeout_s: float = Field(default=60.0, gt=0)
-
-
-class RedisConfig(_Strict):
-    """How to reach Redis and the key prefix of everything streamlearn writes."""
-
-    url: str = "redis://localhost:6379/0"
-    prefix: str = Field(default="sl", pattern=NAME_PATTERN)
-    connect_timeout_s: float = Field(default=60.0, gt=0)
 
 
 class MetricsConfig(_Strict):
@@ -296,7 +278,18 @@ class AppConfig(_Strict):
 # Environment variable -> (section, key). The one place the environment is read.
 ENV_OVERRIDES: dict[str, tuple[str, str]] = {
     "STREAMLEARN_KAFKA_BOOTSTRAP": ("kafka", "bootstrap"),
+    "STREAMLEARN_KAFKA_SECURITY_PROTOCOL": ("kafka", "security_protocol"),
+    "STREAMLEARN_KAFKA_SASL_MECHANISM": ("kafka", "sasl_mechanism"),
+    "STREAMLEARN_KAFKA_SASL_USERNAME": ("kafka", "sasl_username"),
+    "STREAMLEARN_KAFKA_SASL_PASSWORD": ("kafka", "sasl_password"),
+    "STREAMLEARN_KAFKA_SSL_CAFILE": ("kafka", "ssl_cafile"),
+    "STREAMLEARN_KAFKA_SSL_CERTFILE": ("kafka", "ssl_certfile"),
+    "STREAMLEARN_KAFKA_SSL_KEYFILE": ("kafka", "ssl_keyfile"),
+    "STREAMLEARN_KAFKA_SSL_CHECK_HOSTNAME": ("kafka", "ssl_check_hostname"),
     "STREAMLEARN_REDIS_URL": ("redis", "url"),
+    "STREAMLEARN_REDIS_USERNAME": ("redis", "username"),
+    "STREAMLEARN_REDIS_PASSWORD": ("redis", "password"),
+    "STREAMLEARN_REDIS_SSL_CA_CERTS": ("redis", "ssl_ca_certs"),
     "STREAMLEARN_REDIS_PREFIX": ("redis", "prefix"),
     "STREAMLEARN_METRICS_PORT": ("metrics", "port"),
     "STREAMLEARN_METRICS_HOST": ("metrics", "host"),
@@ -339,7 +332,8 @@ def parse_config(data: Any, env: Mapping[str, str] | None = None) -> AppConfig:
     try:
         return AppConfig.model_validate(merged)
     except ValidationError as exc:
-        raise ConfigError(describe(exc, overridden)) from None
+        # A value quoted back may be a URL carrying a password (e.g. a whole section as one).
+        raise ConfigError(mask_urls(describe(exc, overridden))) from None
 
 
 def load_config(path: str | Path, env: Mapping[str, str] | None = None) -> AppConfig:

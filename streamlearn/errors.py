@@ -23,6 +23,10 @@ class ServiceUnavailable(StreamlearnError):
     """A broker, Redis or another service could not be reached after retrying."""
 
 
+class CredentialsRefused(StreamlearnError):
+    """Credentials were refused (or a TLS certificate not trusted): retrying cannot help."""
+
+
 class OutputBackpressure(StreamlearnError):
     """A sink cannot take more output right now; the runner pauses consumption and retries."""
 

@@ -347,3 +347,214 @@ def test_app_config_round_trips_through_its_own_dump() -> None:
     cfg = load_config(EXAMPLE, env={})
     again = AppConfig.model_validate(cfg.model_dump(by_alias=True))
     assert again == cfg
+
+
+# --- security: SASL, TLS and Redis credentials -------------------------------------------------
+
+SASL = {
+    "security_protocol": "SASL_SSL",
+    "sasl_mechanism": "SCRAM-SHA-256",
+    "sasl_username": "svc-streamlearn",
+    "sasl_password": "kafka-s3cret-pw",
+}
+
+
+def services(kafka: dict[str, Any] | None = None, redis: dict[str, Any] | None = None) -> Any:
+    return {"kafka": kafka or {}, "redis": redis or {}, "pipelines": [pipeline()]}
+
+
+def test_plaintext_is_the_default_and_passes_only_the_protocol() -> None:
+    cfg = parse_config(services(), env={})
+    assert cfg.kafka.client_options() == {"security_protocol": "PLAINTEXT"}
+    assert cfg.redis.client_options() == {}
+
+
+def test_sasl_ssl_settings_become_kafka_python_keywords(tmp_path: Path) -> None:
+    files = {name: tmp_path / f"{name}.pem" for name in ("ca", "cert", "key")}
+    for path in files.values():
+        path.write_text("-----BEGIN-----", encoding="utf-8")
+    tls = {f"ssl_{n}file": str(p) for n, p in zip(("ca", "cert", "key"), files.values())}
+    cfg = parse_config(services({**SASL, **tls, "ssl_check_hostname": False}), env={})
+    assert cfg.kafka.client_options() == {
+        "security_protocol": "SASL_SSL",
+        "sasl_mechanism": "SCRAM-SHA-256",
+        "sasl_plain_username": "svc-streamlearn",
+        "sasl_plain_password": "kafka-s3cret-pw",
+        "ssl_check_hostname": False,
+        "ssl_cafile": str(files["ca"]),
+        "ssl_certfile": str(files["cert"]),
+        "ssl_keyfile": str(files["key"]),
+    }
+
+
+def test_sasl_plaintext_sends_no_tls_options() -> None:
+    cfg = parse_config(services({**SASL, "security_protocol": "SASL_PLAINTEXT"}), env={})
+    assert set(cfg.kafka.client_options()) == {
+        "security_protocol",
+        "sasl_mechanism",
+        "sasl_plain_username",
+        "sasl_plain_password",
+    }
+
+
+def test_security_settings_come_from_the_environment(tmp_path: Path) -> None:
+    ca = tmp_path / "ca.pem"
+    ca.write_text("-----BEGIN-----", encoding="utf-8")
+    env = {
+        "STREAMLEARN_KAFKA_SECURITY_PROTOCOL": "SASL_SSL",
+        "STREAMLEARN_KAFKA_SASL_MECHANISM": "PLAIN",
+        "STREAMLEARN_KAFKA_SASL_USERNAME": "env-user",
+        "STREAMLEARN_KAFKA_SASL_PASSWORD": "env-kafka-pw",
+        "STREAMLEARN_KAFKA_SSL_CAFILE": str(ca),
+        "STREAMLEARN_KAFKA_SSL_CHECK_HOSTNAME": "false",
+        "STREAMLEARN_REDIS_URL": "rediss://cache:6380/0",
+        "STREAMLEARN_REDIS_USERNAME": "alice",
+        "STREAMLEARN_REDIS_PASSWORD": "env-redis-pw",
+        "STREAMLEARN_REDIS_SSL_CA_CERTS": str(ca),
+    }
+    cfg = parse_config(services(), env=env)
+    assert cfg.kafka.client_options() == {
+        "security_protocol": "SASL_SSL",
+        "sasl_mechanism": "PLAIN",
+        "sasl_plain_username": "env-user",
+        "sasl_plain_password": "env-kafka-pw",
+        "ssl_check_hostname": False,
+        "ssl_cafile": str(ca),
+    }
+    assert cfg.redis.client_options() == {
+        "username": "alice",
+        "password": "env-redis-pw",
+        "ssl_ca_certs": str(ca),
+    }
+
+
+def test_tls_file_variables_override_the_file(tmp_path: Path) -> None:
+    for name in ("cert", "key"):
+        (tmp_path / f"{name}.pem").write_text("x", encoding="utf-8")
+    env = {
+        "STREAMLEARN_KAFKA_SSL_CERTFILE": str(tmp_path / "cert.pem"),
+        "STREAMLEARN_KAFKA_SSL_KEYFILE": str(tmp_path / "key.pem"),
+    }
+    cfg = parse_config(services({"security_protocol": "SSL"}), env=env)
+    assert (cfg.kafka.ssl_certfile, cfg.kafka.ssl_keyfile) == tuple(env.values())
+
+
+@pytest.mark.parametrize("missing", ["sasl_mechanism", "sasl_username", "sasl_password"])
+def test_sasl_without_each_credential_names_it(missing: str) -> None:
+    kafka = {k: v for k, v in SASL.items() if k != missing}
+    (line,) = error_lines(config_error(services(kafka)))
+    assert line == (
+        f"kafka.{missing}: required when kafka.security_protocol is SASL_SSL "
+        f"(or set STREAMLEARN_KAFKA_{missing.upper()})"
+    )
+
+
+def test_an_empty_sasl_password_counts_as_missing() -> None:
+    (line,) = error_lines(config_error(services({**SASL, "sasl_password": ""})))
+    assert line.startswith("kafka.sasl_password: required when")
+
+
+def test_sasl_keys_without_a_sasl_protocol_are_refused() -> None:
+    kafka = {**SASL, "security_protocol": "SSL"}
+    lines = error_lines(config_error(services(kafka)))
+    assert [line.split(":")[0] for line in lines] == [
+        "kafka.sasl_mechanism",
+        "kafka.sasl_username",
+        "kafka.sasl_password",
+    ]
+    assert "only used with SASL, but kafka.security_protocol is SSL" in lines[0]
+
+
+def test_tls_files_need_a_tls_protocol_and_must_exist(tmp_path: Path) -> None:
+    ca = tmp_path / "ca.pem"
+    ca.write_text("x", encoding="utf-8")
+    (line,) = error_lines(config_error(services({"ssl_cafile": str(ca)})))
+    assert line.startswith("kafka.ssl_cafile: only used with TLS, but kafka.security_protocol")
+    absent = str(tmp_path / "absent.pem")
+    (line,) = error_lines(
+        config_error(services({"security_protocol": "SSL", "ssl_cafile": absent}))
+    )
+    assert line == f"kafka.ssl_cafile: no such file: {absent}"
+
+
+@pytest.mark.parametrize(
+    ("kafka", "key", "expected"),
+    [
+        ({"security_protocol": "TLS"}, "security_protocol", "'PLAINTEXT', 'SSL', 'SASL_PLAINTEXT'"),
+        ({**SASL, "sasl_mechanism": "GSSAPI"}, "sasl_mechanism", "'SCRAM-SHA-512'"),
+    ],
+)
+def test_unknown_protocol_or_mechanism_lists_the_choices(
+    kafka: dict[str, Any], key: str, expected: str
+) -> None:
+    (line,) = error_lines(config_error(services(kafka)))
+    assert line.startswith(f"kafka.{key}: expected ")
+    assert expected in line
+
+
+def test_a_bad_protocol_from_the_environment_names_the_variable() -> None:
+    env = {"STREAMLEARN_KAFKA_SECURITY_PROTOCOL": "sasl"}
+    (line,) = error_lines(config_error(services(), env=env))
+    assert line.endswith("(from the environment variable STREAMLEARN_KAFKA_SECURITY_PROTOCOL)")
+
+
+def test_redis_tls_ca_needs_a_rediss_url(tmp_path: Path) -> None:
+    ca = tmp_path / "ca.pem"
+    ca.write_text("x", encoding="utf-8")
+    (line,) = error_lines(config_error(services(redis={"ssl_ca_certs": str(ca)})))
+    assert (
+        line == "redis.ssl_ca_certs: only used with TLS: write redis.url as rediss://host:port/db"
+    )
+    cfg = parse_config(services(redis={"url": "rediss://c:6380/0", "ssl_ca_certs": str(ca)}))
+    assert cfg.redis.client_options() == {"ssl_ca_certs": str(ca)}
+
+
+def test_redis_url_scheme_is_checked_without_showing_the_password() -> None:
+    (line,) = error_lines(config_error(services(redis={"url": "http://u:redis-pw@c:6379"})))
+    assert line == (
+        "redis.url: expected a URL starting with redis://, rediss:// (TLS) or unix://, "
+        "got 'http://u:***@c:6379'"
+    )
+
+
+SECRETS = ("kafka-s3cret-pw", "redis-s3cret-pw", "url-s3cret-pw")
+
+
+def secret_config() -> AppConfig:
+    return parse_config(
+        services(SASL | {"sasl_password": SECRETS[0]}, {"url": f"redis://a:{SECRETS[2]}@c/0"}),
+        env={"STREAMLEARN_REDIS_PASSWORD": SECRETS[1]},
+    )
+
+
+def test_secrets_are_not_in_repr_str_or_a_json_dump() -> None:
+    cfg = secret_config()
+    shown = [repr(cfg), str(cfg), repr(cfg.kafka), repr(cfg.redis), cfg.model_dump_json()]
+    for text in shown:
+        for secret in SECRETS[:2]:
+            assert secret not in text
+    assert SECRETS[2] not in repr(cfg) + repr(cfg.redis)
+    assert "redis://a:***@c/0" in repr(cfg.redis)
+    # Kept, for the clients:
+    assert cfg.kafka.client_options()["sasl_plain_password"] == SECRETS[0]
+    assert cfg.redis.client_options()["password"] == SECRETS[1]
+
+
+def test_secrets_survive_a_round_trip_through_the_dump() -> None:
+    cfg = secret_config()
+    assert AppConfig.model_validate(cfg.model_dump(by_alias=True)) == cfg
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        services({**SASL, "sasl_password": 12345678}),  # not a string: not echoed either
+        services(redis={"password": ["kafka-s3cret-pw"]}),
+        {"redis": "redis://u:url-s3cret-pw@c:6379/0", "pipelines": [pipeline()]},
+        services({**SASL, "bootstrap": 5}, {"url": "redis://u:url-s3cret-pw@c/0", "prefix": "!"}),
+    ],
+)
+def test_errors_do_not_show_secrets(data: dict[str, Any]) -> None:
+    message = config_error(data)
+    for secret in (*SECRETS, "12345678"):
+        assert secret not in message
