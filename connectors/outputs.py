@@ -12,6 +12,9 @@ from typing import Protocol
 import orjson
 
 from connectors.redis_store import PredictionColumns, PredictionStore
+from streamlearn.batch import RawBatch
+from streamlearn.labels import ArrivedLabels, Exchange, LabelStore
+from streamlearn.rejections import Rejection
 from streamlearn.tasks.classification import ScoredBatch
 
 # The original bytes of a dead letter are kept up to this size (then cut, with a header saying so).
@@ -50,12 +53,14 @@ class BatchOutputs:
         producer: MessageSink,
         dead_letter_topic: str,
         predictions_topic: str | None = None,
+        labels: LabelStore | None = None,
     ) -> None:
         self.pipeline = pipeline
         self.store = store
         self.producer = producer
         self.dead_letter_topic = dead_letter_topic
         self.predictions_topic = predictions_topic
+        self.labels = labels
 
     def write(self, scored: ScoredBatch) -> None:
         """Write all outputs of ``scored`` durably.
@@ -64,8 +69,16 @@ class BatchOutputs:
         queued twice, and a Redis write that landed is not repeated.
         """
         done = scored.written
+        if self.labels is not None and "labels" not in done and scored.pending is not None:
+            # First, so labels that match nothing are dead-lettered with this batch.
+            scored.exchange = self.labels.exchange(
+                scored.pending, scored.arrived or ArrivedLabels(), scored.watermark_ms
+            )
+            done.add("labels")
         if "queued" not in done:
-            self._send_dead_letters(scored)
+            self._send_dead_letters(scored.raw, scored.rejected)
+            if scored.exchange is not None:
+                self._send_unmatched(scored.raw, scored.exchange)
             if self.predictions_topic and len(scored.decoded):
                 self._send_predictions(scored)
             done.add("queued")
@@ -81,23 +94,34 @@ class BatchOutputs:
         """Deliver what is queued and disconnect the producer."""
         self.producer.close()
 
-    def _send_dead_letters(self, scored: ScoredBatch) -> None:
-        raw = scored.raw
-        for rejection in scored.rejected:
+    def _send_dead_letters(self, raw: RawBatch, rejections: list[Rejection]) -> None:
+        for rejection in rejections:
             i = rejection.index
             source = f"{raw.topics[i]}/{raw.partitions[i]}/{raw.offsets[i]}"
-            value = raw.values[i] or b""
-            headers = [
-                ("reason", rejection.reason.encode()),
-                ("detail", rejection.detail.encode()),
-                ("source", source.encode()),
-                ("pipeline", self.pipeline.encode()),
-            ]
-            if len(value) > MAX_DEAD_LETTER_BYTES:
-                # A message near the broker's size limit would not fit again with headers.
-                headers.append(("truncated_from", str(len(value)).encode()))
-                value = value[:MAX_DEAD_LETTER_BYTES]
-            self.producer.send(self.dead_letter_topic, value, key=raw.keys[i], headers=headers)
+            self._dead_letter(raw.values[i] or b"", raw.keys[i], rejection, source)
+
+    def _send_unmatched(self, raw: RawBatch, exchange: Exchange) -> None:
+        # Label messages of this batch that matched nothing, and earlier ones that expired.
+        self._send_dead_letters(raw, exchange.unmatched)
+        for label in exchange.expired:
+            detail = f"no event {label.event_id!r} arrived within labels.horizon_s of its label"
+            rejection = Rejection(-1, "unknown_event", detail)
+            self._dead_letter(label.value, label.event_id.encode(), rejection, label.source)
+
+    def _dead_letter(
+        self, value: bytes, key: bytes | None, rejection: Rejection, source: str
+    ) -> None:
+        headers = [
+            ("reason", rejection.reason.encode()),
+            ("detail", rejection.detail.encode()),
+            ("source", source.encode()),
+            ("pipeline", self.pipeline.encode()),
+        ]
+        if len(value) > MAX_DEAD_LETTER_BYTES:
+            # A message near the broker's size limit would not fit again with headers.
+            headers.append(("truncated_from", str(len(value)).encode()))
+            value = value[:MAX_DEAD_LETTER_BYTES]
+        self.producer.send(self.dead_letter_topic, value, key=key, headers=headers)
 
     def _send_predictions(self, scored: ScoredBatch) -> None:
         d = scored.decoded

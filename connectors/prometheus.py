@@ -79,6 +79,11 @@ class PrometheusHooks(PipelineHooks):
         )
         self.batches = counter("streamlearn_batches", "Batches closed, by trigger.", "trigger")
         self.drifts = counter("streamlearn_drift_detected", "Times the drift detector fired.")
+        self.labels_unmatched = counter(
+            "streamlearn_labels_unmatched",
+            "Delayed labels that matched no event, by reason (dead-lettered).",
+            "reason",
+        )
         self.batch_size = gauge("streamlearn_batch_size", "The batcher's current target size.")
         self.lag = gauge("streamlearn_consumer_lag", "Messages behind, by partition.", "partition")
         self.model_score = gauge(
@@ -111,6 +116,9 @@ class PrometheusHooks(PipelineHooks):
 
     def on_invalid(self, pipeline: str, reason: str, n: int) -> None:  # noqa: D102
         self.invalid.labels(pipeline, reason).inc(n)
+
+    def on_labels_unmatched(self, pipeline: str, reason: str, n: int) -> None:  # noqa: D102
+        self.labels_unmatched.labels(pipeline, reason).inc(n)
 
     def on_predictions(self, pipeline: str, latencies_s: np.ndarray) -> None:  # noqa: D102
         self.predictions.labels(pipeline).inc(len(latencies_s))

@@ -22,6 +22,7 @@ from connectors.metrics_server import MetricsServer
 from connectors.outputs import BatchOutputs
 from connectors.prometheus import PrometheusHooks
 from connectors.redis_checkpoints import RedisCheckpointStore
+from connectors.redis_labels import RedisLabelStore
 from connectors.redis_lock import ReplicaLock
 from connectors.redis_store import PredictionStore, connect
 from streamlearn.batching import AdaptiveBatcher
@@ -124,10 +125,16 @@ class App:
             for p in self.config.pipelines
             if p.outputs.predictions_topic
         }
+        topics |= {p.labels.topic for p in self.config.pipelines if p.labels is not None}
         ensure_topics(kafka.bootstrap, sorted(topics), security=security)
 
     def _runner(self, config: PipelineConfig, readiness: Readiness) -> PipelineRunner:
-        client = connect(self.config.redis.url, timeout_s=self.config.redis.connect_timeout_s)
+        redis_settings = self.config.redis
+        client = connect(
+            redis_settings.url,
+            timeout_s=redis_settings.connect_timeout_s,
+            **redis_settings.client_options(),
+        )
         pipeline = self._pipelines.pop(config.name, None) or build_task(config)
         batcher = AdaptiveBatcher(config.batching)
         # One process per pipeline until roles exist: a second replica is refused here.
@@ -161,7 +168,7 @@ class App:
         kafka = self.config.kafka
         return KafkaSource(
             kafka.bootstrap,
-            [config.source.topic],
+            [config.source.topic] + ([config.labels.topic] if config.labels else []),
             config.source.group or f"streamlearn-{config.name}",
             client_id=f"{kafka.client_id}-{config.name}",
             start=config.source.start,
@@ -189,6 +196,11 @@ class App:
             producer,
             config.dead_letter_topic,
             config.outputs.predictions_topic,
+            labels=RedisLabelStore(
+                client, self.config.redis.prefix, config.name, config.labels.horizon_s
+            )
+            if config.labels is not None
+            else None,
         )
 
     def _restore(
@@ -260,7 +272,7 @@ class App:
             except BaseException as exc:  # a failing pipeline stops the others cleanly
                 errors.append((runner.pipeline.name, exc))
                 self.stop.set()
-                self.hooks.on_failed(runner.pipeline.name, f"{type(exc).__name__}: {exc}")
+                self.hooks.on_failed(runner.pipeline.name, _failure(exc))
 
         threads = [
             threading.Thread(target=work, args=(r,), name=f"pipeline-{r.pipeline.name}")
@@ -319,6 +331,18 @@ class Readiness:
                 self.not_ready.add(pipeline)
             self.hooks.on_pipeline_ready(pipeline, ready)
             self.hooks.on_ready(not self.not_ready)
+
+
+def _failure(exc: BaseException) -> str:
+    """What a pipeline died of, for ``/healthz``: ``Type: message``, the type named once.
+
+    >>> _failure(ValueError("bad")), _failure(KeyError()), _failure(ValueError("ValueError: x"))
+    ('ValueError: bad', 'KeyError', 'ValueError: x')
+    """
+    text, kind = str(exc), type(exc).__name__
+    if not text:
+        return kind
+    return text if text.startswith(kind) else f"{kind}: {text}"
 
 
 def _warn_if_unsigned(config: AppConfig) -> None:

@@ -42,6 +42,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from streamlearn.config_errors import describe
+from streamlearn.config_labels import LabelsConfig
 from streamlearn.config_services import NAME_PATTERN, KafkaConfig, RedisConfig, mask_urls
 from streamlearn.errors import ConfigError
 
@@ -210,8 +211,21 @@ class PipelineConfig(_Strict):
     outputs: OutputsConfig = Field(default_factory=OutputsConfig)
     drift: DriftConfig = Field(default_factory=DriftConfig)
     checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig)
+    labels: LabelsConfig | None = None
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    @model_validator(mode="after")
+    def _one_source_of_labels(self) -> PipelineConfig:
+        if self.labels is not None:
+            if self.schema_.target is not None:
+                raise ValueError(
+                    "schema.target and labels are both set: with a labels topic the target "
+                    "comes from the label messages; remove schema.target"
+                )
+            if self.labels.topic == self.source.topic:
+                raise ValueError("labels.topic must differ from source.topic")
+        return self
 
     @model_validator(mode="before")
     @classmethod

@@ -29,6 +29,9 @@ class PipelineHooks:
     def on_invalid(self, pipeline: str, reason: str, n: int) -> None:
         """``n`` messages were rejected for ``reason`` and sent to the dead-letter topic."""
 
+    def on_labels_unmatched(self, pipeline: str, reason: str, n: int) -> None:
+        """``n`` delayed labels matched no event for ``reason`` and were dead-lettered."""
+
     def on_predictions(self, pipeline: str, latencies_s: np.ndarray) -> None:
         """Predictions were written; one latency (ingest → written, seconds) per prediction."""
 

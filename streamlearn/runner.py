@@ -224,6 +224,8 @@ class PipelineRunner:
         finished = self.clock()
         hooks.on_stage(name, "commit", finished - learned_at)
         self._report_learning(outcome.learned, outcome.metrics, outcome.drift)
+        for reason, count in outcome.unmatched.items():
+            hooks.on_labels_unmatched(name, reason, count)
         self.batcher.observe(len(batch), finished - started, trigger, lag=self._lag)
         hooks.on_batch_closed(name, len(batch), trigger.value)
         hooks.on_batch_size(name, self.batcher.size)

@@ -43,6 +43,8 @@ class LearnOutcome:
     learned: int
     drift: bool = False
     metrics: dict[str, float] = field(default_factory=dict)
+    # Labels that matched no event, by reason (duplicate, past_horizon, unknown_event).
+    unmatched: dict[str, int] = field(default_factory=dict)
 
 
 class Task(Protocol):

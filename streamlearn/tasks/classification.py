@@ -7,6 +7,7 @@ calls, so outputs are written between them and, later, scorers and a learner can
 from __future__ import annotations
 
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,8 +21,10 @@ from streamlearn.decoding import DecodedBatch, EventDecoder, Rejection
 from streamlearn.drift import ClassErrorDrift
 from streamlearn.evaluation import PrequentialEvaluator
 from streamlearn.features import FeatureBatch, Featurizer
+from streamlearn.labels import ArrivedLabels, Exchange, PendingEvents
 from streamlearn.models import BatchModel, build_model
 from streamlearn.tasks.base import LearnOutcome
+from streamlearn.tasks.delayed import DelayedLabels, source_of
 
 
 @dataclass(slots=True)
@@ -37,10 +40,19 @@ class ScoredBatch:
     scored_at_ms: int
     # Which outputs already landed ("queued", "kafka", "redis"), so a retried write resumes.
     written: set[str] = field(default_factory=set)
+    # With a labels topic: the batch's label messages, the events to keep until their label,
+    # and (set by the writer) what the label store joined, refused and expired.
+    arrived: ArrivedLabels | None = None
+    pending: PendingEvents | None = None
+    label_rejected: list[Rejection] = field(default_factory=list)
+    watermark_ms: int = 0
+    exchange: Exchange | None = None
 
     @property
     def rejected(self) -> list[Rejection]:
         """Messages that failed validation, by position in :attr:`raw`."""
+        if self.label_rejected:
+            return self.decoded.rejected + self.label_rejected
         return self.decoded.rejected
 
     @property
@@ -92,6 +104,9 @@ class ClassificationTask:
         self.metrics_interval_ms = metrics_interval_ms
         self._metrics_due = 0
         self.challenger: Challenger | None = None
+        labels = config.labels
+        self.delayed = DelayedLabels(labels, self.decoder) if labels is not None else None
+        self.watermark_ms = 0  # the newest event time seen: when early labels expire
 
     def fresh_model(self) -> BatchModel:
         """A new, untrained model as configured."""
@@ -99,11 +114,16 @@ class ClassificationTask:
 
     def score(self, raw: RawBatch) -> ScoredBatch:
         """Decode, validate and featurize ``raw``, and score it with the current model."""
-        decoded = self.decoder.decode(raw.values)
+        arrived: ArrivedLabels | None = None
+        bad_labels: list[Rejection] = []
+        if self.delayed is None:
+            decoded = self.decoder.decode(raw.values)
+        else:
+            decoded, arrived, bad_labels = self.delayed.decode(raw)
         features = self.featurizer.transform(decoded)
         # A model that diverged must not put NaN in front of the business: serve the prior.
         scores = np.nan_to_num(self.model.predict_proba(features), nan=0.5).clip(0.0, 1.0)
-        return ScoredBatch(
+        scored = ScoredBatch(
             raw=raw,
             decoded=decoded,
             features=features,
@@ -111,7 +131,15 @@ class ClassificationTask:
             labels=scores > self.config.model.threshold,
             model_version=self.model.version,
             scored_at_ms=self.clock_ms(),
+            arrived=arrived,
+            label_rejected=bad_labels,
         )
+        if self.delayed is not None:
+            scored.pending = self.delayed.pending(raw, decoded, scores)
+            if len(decoded):
+                self.watermark_ms = max(self.watermark_ms, int(decoded.timestamps_ms.max()))
+            scored.watermark_ms = self.watermark_ms
+        return scored
 
     @property
     def model_version(self) -> int:
@@ -129,6 +157,7 @@ class ClassificationTask:
             "evaluator": self.evaluator,
             "drift": self.drift,
             "challenger": self.challenger,
+            "watermark_ms": self.watermark_ms,
         }
 
     def load_snapshot(self, state: dict[str, Any]) -> None:
@@ -137,6 +166,7 @@ class ClassificationTask:
         self.evaluator = state.get("evaluator") or self.evaluator
         self.drift = state.get("drift", self.drift)
         self.challenger = state.get("challenger")
+        self.watermark_ms = state.get("watermark_ms", 0)
 
     def learn(self, scored: ScoredBatch, keep: np.ndarray | None = None) -> LearnOutcome:
         """Evaluate the served scores against the labels, then learn from the labelled events.
@@ -144,17 +174,39 @@ class ClassificationTask:
         ``keep`` (one flag per raw message) leaves out events that must not be learned now,
         e.g. of a partition that moved to another consumer while the batch was written.
         """
+        if self.delayed is not None:
+            return self._learn_joined(scored, keep)
         targets = scored.decoded.targets
         if keep is not None and not keep.all():
             targets = np.where(keep[scored.decoded.index], targets, np.nan)
+        return self._learn(scored.features, scored.scores, targets)
+
+    def _learn_joined(self, scored: ScoredBatch, keep: np.ndarray | None) -> LearnOutcome:
+        # Joins are learned with their events' features as scored and the scores served then.
+        exchange = scored.exchange
+        if exchange is None or self.delayed is None:
+            return LearnOutcome(learned=0)
+        allowed = None
+        if keep is not None and not keep.all():
+            allowed = {source_of(scored.raw, i) for i in np.flatnonzero(keep).tolist()}
+        decoded, targets, served = self.delayed.learnable(exchange.joins, allowed)
+        outcome = self._learn(self.featurizer.transform(decoded), served, targets)
+        outcome.unmatched = dict(Counter(r.reason for r in exchange.unmatched))
+        if exchange.expired:
+            outcome.unmatched["unknown_event"] = len(exchange.expired)
+        return outcome
+
+    def _learn(
+        self, features: FeatureBatch, served: np.ndarray, targets: np.ndarray
+    ) -> LearnOutcome:
         labelled = ~np.isnan(targets)
         if not labelled.any():
             return LearnOutcome(learned=0)
-        scores, truth = scored.scores[labelled], targets[labelled].astype(bool)
+        scores, truth = served[labelled], targets[labelled].astype(bool)
         self.evaluator.update(scores, truth)
         drifted = self.drift.update(scores, truth) if self.drift is not None else False
-        self._race(scored, labelled, truth, targets)
-        learned = self.model.learn(scored.features, targets)
+        self._race(features, served, labelled, truth, targets)
+        learned = self.model.learn(features, targets)
         if drifted:
             self._after_drift()
         return LearnOutcome(learned=learned, drift=drifted, metrics=self._metrics())
@@ -170,15 +222,20 @@ class ClassificationTask:
             )
 
     def _race(
-        self, scored: ScoredBatch, labelled: np.ndarray, truth: np.ndarray, targets: np.ndarray
+        self,
+        features: FeatureBatch,
+        served: np.ndarray,
+        labelled: np.ndarray,
+        truth: np.ndarray,
+        targets: np.ndarray,
     ) -> None:
         # The challenger scores the same labelled events before learning them, as served.
         race = self.challenger
         if race is None:
             return
-        candidate = race.model.predict_proba(scored.features)[labelled]
-        race.observe(scored.scores[labelled], candidate, truth)
-        race.model.learn(scored.features, targets)
+        candidate = race.model.predict_proba(features)[labelled]
+        race.observe(served[labelled], candidate, truth)
+        race.model.learn(features, targets)
         if race.decided:
             self.challenger = None
             if race.wins:

@@ -49,6 +49,7 @@ def test_the_hook_set_is_the_documented_one() -> None:
         "on_drift",
         "on_failed",
         "on_invalid",
+        "on_labels_unmatched",
         "on_lag",
         "on_learned",
         "on_model_score",

@@ -1,0 +1,157 @@
+"""Delayed labels: decode label messages, and the shapes of the join done through Redis.
+
+A scored event's features (its original message) and the score actually served wait in Redis
+until its label comes; a label that comes first waits for its event. Whichever message arrives
+second *joins* the pair and is its **joiner**: the join is learned when the joiner's batch is
+learned. A replay after a crash re-reads the joiner (it lies past the checkpoint) and learns the
+join again, into the model restored from that checkpoint; any other replayed message leaves it
+alone. That is what makes learning from delayed labels exactly once across crashes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import orjson
+
+from streamlearn.config_labels import LabelsConfig
+from streamlearn.rejections import Rejection, describe
+
+UNMATCHED_REASONS = ("duplicate", "past_horizon", "unknown_event")
+
+
+@dataclass(slots=True)
+class PendingEvents:
+    """Scored events to keep until their label: id, where they came from, and what to keep."""
+
+    event_ids: list[str] = field(default_factory=list)
+    sources: list[str] = field(default_factory=list)  # "topic/partition/offset"
+    ts_ms: list[int] = field(default_factory=list)
+    payloads: list[bytes] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.event_ids)
+
+
+@dataclass(slots=True)
+class ArrivedLabels:
+    """Label messages of a batch, decoded: whose label, which value, when, from where."""
+
+    event_ids: list[str] = field(default_factory=list)
+    targets: list[int] = field(default_factory=list)
+    ts_ms: list[int] = field(default_factory=list)
+    sources: list[str] = field(default_factory=list)
+    rows: list[int] = field(default_factory=list)  # positions in the raw batch
+    values: list[bytes] = field(default_factory=list)  # kept to dead-letter if never matched
+
+    def __len__(self) -> int:
+        return len(self.event_ids)
+
+
+@dataclass(frozen=True, slots=True)
+class Join:
+    """An event and its label, joined: learn ``payload``'s event with ``target``."""
+
+    event_id: str
+    payload: bytes
+    target: int
+    joiner: str  # source of the message whose processing made the join
+
+
+@dataclass(frozen=True, slots=True)
+class ExpiredLabel:
+    """A label whose event never came within the horizon (dead-lettered as unknown_event)."""
+
+    event_id: str
+    source: str
+    value: bytes
+
+
+@dataclass(slots=True)
+class Exchange:
+    """What the label store did with a batch's events and labels."""
+
+    joins: list[Join] = field(default_factory=list)
+    unmatched: list[Rejection] = field(default_factory=list)  # label rows of this batch
+    expired: list[ExpiredLabel] = field(default_factory=list)
+
+
+class LabelStore(Protocol):
+    """Keeps pending events and early labels, and joins them (Redis in production)."""
+
+    def exchange(self, events: PendingEvents, labels: ArrivedLabels, watermark_ms: int) -> Exchange:
+        """Store the batch's events, join what can be joined, expire what waited too long."""
+        ...
+
+
+def pending_payload(value: bytes, score: float, ts_ms: int, extra: dict[str, Any]) -> bytes:
+    """What is kept of a scored event: its message, the score served, and computed features.
+
+    >>> orjson.loads(pending_payload(b'{"a":1}', 0.25, 7, {}))
+    {'v': '{"a":1}', 's': 0.25, 't': 7}
+    """
+    return orjson.dumps({"v": value.decode(), "s": score, "t": ts_ms, **extra})
+
+
+class LabelDecoder:
+    """Validates label messages: a JSON object with the event's id and a 0/1 target.
+
+    Examples
+    --------
+    >>> from streamlearn.config_labels import LabelsConfig
+    >>> d = LabelDecoder(LabelsConfig(topic="l", id="event_id", target="churned", horizon_s=9))
+    >>> labels, bad = d.decode([b'{"event_id": "e1", "churned": 1}', b'{"event_id": "e2"}'],
+    ...                        rows=[4, 5], ts_ms=[10, 11], sources=["l/0/0", "l/0/1"])
+    >>> labels.event_ids, labels.targets, [(r.index, r.reason) for r in bad]
+    (['e1'], [1], [(5, 'missing_field')])
+    """
+
+    def __init__(self, config: LabelsConfig) -> None:
+        self.id = config.id
+        self.target = config.target
+
+    def decode(
+        self,
+        values: Sequence[bytes | None],
+        rows: Sequence[int],
+        ts_ms: Sequence[int],
+        sources: Sequence[str],
+    ) -> tuple[ArrivedLabels, list[Rejection]]:
+        """Decode label messages; ``rows`` are their positions in the raw batch."""
+        out, rejected = ArrivedLabels(), []
+        for value, row, ts, source in zip(values, rows, ts_ms, sources):
+            problem = self._problem(value)
+            if isinstance(problem, Rejection):
+                rejected.append(Rejection(row, problem.reason, problem.detail))
+                continue
+            event_id, target = problem
+            out.event_ids.append(event_id)
+            out.targets.append(target)
+            out.ts_ms.append(int(ts))
+            out.sources.append(source)
+            out.rows.append(row)
+            out.values.append(value or b"")
+        return out, rejected
+
+    def _problem(self, value: bytes | None) -> Rejection | tuple[str, int]:
+        if not value:
+            return Rejection(0, "empty", "label message has no value")
+        try:
+            record = orjson.loads(value)
+        except orjson.JSONDecodeError as exc:
+            return Rejection(0, "not_json", f"label is not valid JSON: {str(exc)[:120]}")
+        if type(record) is not dict:
+            return Rejection(0, "not_object", f"expected a JSON object, got {describe(record)}")
+        event_id, target = record.get(self.id), record.get(self.target)
+        if event_id is None or target is None:
+            missing = self.id if event_id is None else self.target
+            return Rejection(0, "missing_field", f"field {missing!r} is missing")
+        if type(event_id) not in (str, int) or event_id == "":
+            detail = f"field {self.id!r}: expected a string id, got {describe(event_id)}"
+            return Rejection(0, "wrong_type", detail)
+        if type(target) not in (int, bool) or target not in (0, 1):
+            detail = f"field {self.target!r}: expected 0/1 or true/false, got {describe(target)}"
+            return Rejection(0, "wrong_type", detail)
+        return str(event_id), int(target)
