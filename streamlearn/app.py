@@ -31,8 +31,8 @@ from streamlearn.config import AppConfig, PipelineConfig, checkpoint_key
 from streamlearn.errors import StreamlearnError
 from streamlearn.health import HealthMonitor
 from streamlearn.hooks import FanOutHooks, PipelineHooks
-from streamlearn.tasks import Task, build_task
 from streamlearn.runner import PipelineRunner, RunStats
+from streamlearn.tasks import Task, build_task
 
 log = logging.getLogger(__name__)
 

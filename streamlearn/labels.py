@@ -155,3 +155,73 @@ class LabelDecoder:
             detail = f"field {self.target!r}: expected 0/1 or true/false, got {describe(target)}"
             return Rejection(0, "wrong_type", detail)
         return str(event_id), int(target)
+
+
+class MemoryLabelStore:
+    """The label store's rules in memory, for tests and for trying a pipeline without Redis.
+
+    Same rules as :class:`connectors.redis_labels.RedisLabelStore` (the contract tests run on
+    both); entries expire only by event time here (no wall-clock TTL).
+
+    Examples
+    --------
+    >>> store = MemoryLabelStore(horizon_s=60)
+    >>> early = ArrivedLabels(["e1"], [1], [500], ["lb/0/0"], [0], [b"{}"])
+    >>> store.exchange(PendingEvents(), early, watermark_ms=0).joins
+    []
+    >>> event = PendingEvents(["e1"], ["ev/0/0"], [400], [b"payload"])
+    >>> joined = store.exchange(event, ArrivedLabels(), watermark_ms=400).joins
+    >>> [(j.event_id, j.target, j.joiner) for j in joined]
+    [('e1', 1, 'ev/0/0')]
+    """
+
+    def __init__(self, horizon_s: float) -> None:
+        self.horizon_ms = int(horizon_s * 1000)
+        self.entries: dict[str, dict[str, Any]] = {}
+
+    def exchange(self, events: PendingEvents, labels: ArrivedLabels, watermark_ms: int) -> Exchange:
+        """Store events, join labels, expire early labels past ``watermark_ms``."""
+        out = Exchange()
+        for event_id, source, ts, payload in zip(
+            events.event_ids, events.sources, events.ts_ms, events.payloads
+        ):
+            self._event(event_id, source, ts, payload, out)
+        for i, event_id in enumerate(labels.event_ids):
+            self._label(labels, i, event_id, out)
+        for event_id, entry in list(self.entries.items()):
+            if entry["st"] == "l" and entry["deadline"] <= watermark_ms:
+                out.expired.append(ExpiredLabel(event_id, entry["ls"], entry["lv"]))
+                del self.entries[event_id]
+        return out
+
+    def _event(self, event_id: str, source: str, ts: int, payload: bytes, out: Exchange) -> None:
+        entry = self.entries.get(event_id)
+        if entry is None:
+            self.entries[event_id] = {"st": "w", "p": payload, "et": ts, "es": source}
+        elif entry["st"] == "l":
+            entry.update(st="j", p=payload, et=ts, es=source, jn=source)
+            out.joins.append(Join(event_id, payload, entry["lt"], source))
+        elif entry["st"] == "j" and entry["jn"] == source:
+            out.joins.append(Join(event_id, entry["p"], entry["lt"], source))
+
+    def _label(self, labels: ArrivedLabels, i: int, event_id: str, out: Exchange) -> None:
+        source, ts, target = labels.sources[i], labels.ts_ms[i], labels.targets[i]
+        entry = self.entries.get(event_id)
+        if entry is None:
+            self.entries[event_id] = {
+                "st": "l",
+                "lt": target,
+                "ls": source,
+                "lv": labels.values[i],
+                "deadline": ts + self.horizon_ms,
+            }
+        elif entry["st"] == "w":
+            if ts - entry["et"] > self.horizon_ms:
+                out.unmatched.append(Rejection(labels.rows[i], "past_horizon", "label too late"))
+            else:
+                entry.update(st="j", lt=target, ls=source, jn=source)
+                out.joins.append(Join(event_id, entry["p"], target, source))
+        elif entry.get("ls") != source:
+            out.unmatched.append(Rejection(labels.rows[i], "duplicate", "already labelled"))
+        elif entry["st"] == "j" and entry["jn"] == source:
+            out.joins.append(Join(event_id, entry["p"], entry["lt"], source))

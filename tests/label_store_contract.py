@@ -1,0 +1,109 @@
+"""The label store's rules, as one suite run on every implementation (memory and Redis)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from streamlearn.labels import ArrivedLabels, LabelStore, PendingEvents
+
+HORIZON_S = 60
+Make = Callable[[], LabelStore]
+
+
+def events(*specs: tuple[str, str, int]) -> PendingEvents:
+    out = PendingEvents()
+    for event_id, source, ts in specs:
+        out.event_ids.append(event_id)
+        out.sources.append(source)
+        out.ts_ms.append(ts)
+        out.payloads.append(f"payload-{event_id}".encode())
+    return out
+
+
+def labels(*specs: tuple[str, int, str, int]) -> ArrivedLabels:
+    out = ArrivedLabels()
+    for row, (event_id, target, source, ts) in enumerate(specs):
+        out.event_ids.append(event_id)
+        out.targets.append(target)
+        out.sources.append(source)
+        out.ts_ms.append(ts)
+        out.rows.append(row)
+        out.values.append(f'{{"event_id": "{event_id}"}}'.encode())
+    return out
+
+
+NONE_E, NONE_L = PendingEvents(), ArrivedLabels()
+
+
+def check_event_then_label_joins_once(make: Make) -> None:
+    store = make()
+    assert store.exchange(events(("e1", "ev/0/1", 1_000)), NONE_L, 1_000).joins == []
+    joins = store.exchange(NONE_E, labels(("e1", 1, "lb/0/5", 2_000)), 1_000).joins
+    assert [(j.event_id, j.payload, j.target, j.joiner) for j in joins] == [
+        ("e1", b"payload-e1", 1, "lb/0/5")
+    ]
+
+
+def check_label_then_event_joins_once(make: Make) -> None:
+    store = make()
+    assert store.exchange(NONE_E, labels(("e1", 0, "lb/0/5", 2_000)), 0).joins == []
+    joins = store.exchange(events(("e1", "ev/0/1", 1_000)), NONE_L, 1_000).joins
+    assert [(j.event_id, j.target, j.joiner) for j in joins] == [("e1", 0, "ev/0/1")]
+
+
+def check_same_batch_joins(make: Make) -> None:
+    store = make()
+    out = store.exchange(events(("e1", "ev/0/1", 1_000)), labels(("e1", 1, "lb/0/5", 1_500)), 0)
+    assert [(j.event_id, j.joiner) for j in out.joins] == [("e1", "lb/0/5")]
+
+
+def check_replays_learn_only_through_the_joiner(make: Make) -> None:
+    store = make()
+    store.exchange(events(("e1", "ev/0/1", 1_000)), NONE_L, 1_000)
+    store.exchange(NONE_E, labels(("e1", 1, "lb/0/5", 2_000)), 1_000)
+    # A crash: both are read again. The event's replay joins nothing; the label's (the joiner)
+    # gives the join again, for the model restored from before it.
+    assert store.exchange(events(("e1", "ev/0/1", 1_000)), NONE_L, 1_000).joins == []
+    again = store.exchange(NONE_E, labels(("e1", 1, "lb/0/5", 2_000)), 1_000)
+    assert [(j.event_id, j.joiner) for j in again.joins] == [("e1", "lb/0/5")]
+    assert again.unmatched == []
+    # The other order on replay: the label first, then the event; still exactly one join.
+    store2 = make()
+    store2.exchange(NONE_E, labels(("e2", 1, "lb/0/7", 2_000)), 0)
+    store2.exchange(events(("e2", "ev/0/2", 1_000)), NONE_L, 1_000)
+    replay = store2.exchange(events(("e2", "ev/0/2", 1_000)), labels(("e2", 1, "lb/0/7", 2_000)), 0)
+    assert [(j.event_id, j.joiner) for j in replay.joins] == [("e2", "ev/0/2")]
+
+
+def check_a_second_label_is_a_duplicate(make: Make) -> None:
+    store = make()
+    store.exchange(events(("e1", "ev/0/1", 1_000)), labels(("e1", 1, "lb/0/5", 1_500)), 0)
+    out = store.exchange(NONE_E, labels(("e1", 0, "lb/0/9", 3_000)), 0)
+    assert out.joins == []
+    assert [r.reason for r in out.unmatched] == ["duplicate"]
+    early = make()
+    early.exchange(NONE_E, labels(("e3", 1, "lb/0/1", 1_000)), 0)
+    out = early.exchange(NONE_E, labels(("e3", 1, "lb/0/2", 1_100)), 0)
+    assert [r.reason for r in out.unmatched] == ["duplicate"]
+
+
+def check_a_label_past_the_horizon_is_refused(make: Make) -> None:
+    store = make()
+    store.exchange(events(("e1", "ev/0/1", 1_000)), NONE_L, 1_000)
+    late = 1_000 + HORIZON_S * 1000 + 1
+    out = store.exchange(NONE_E, labels(("e1", 1, "lb/0/5", late)), late)
+    assert out.joins == []
+    assert [r.reason for r in out.unmatched] == ["past_horizon"]
+
+
+def check_a_label_whose_event_never_comes_expires(make: Make) -> None:
+    store = make()
+    store.exchange(NONE_E, labels(("ghost", 1, "lb/0/5", 1_000)), 0)
+    assert store.exchange(NONE_E, NONE_L, 1_000 + HORIZON_S * 1000 - 1).expired == []
+    out = store.exchange(NONE_E, NONE_L, 1_000 + HORIZON_S * 1000)
+    assert [(x.event_id, x.source) for x in out.expired] == [("ghost", "lb/0/5")]
+    assert out.expired[0].value == b'{"event_id": "ghost"}'
+    assert store.exchange(NONE_E, NONE_L, 10**12).expired == []  # once
+
+
+CHECKS = [value for name, value in sorted(globals().items()) if name.startswith("check_")]
