@@ -47,6 +47,8 @@ class ScoredBatch:
     label_rejected: list[Rejection] = field(default_factory=list)
     watermark_ms: int = 0
     exchange: Exchange | None = None
+    # Per event, the top features pushing its score up, as JSON (models that can tell).
+    reasons: list[str] | None = None
 
     @property
     def rejected(self) -> list[Rejection]:
@@ -134,6 +136,8 @@ class ClassificationTask:
             arrived=arrived,
             label_rejected=bad_labels,
         )
+        if self.config.outputs.reasons:
+            scored.reasons = explain(self.model, features)
         if self.delayed is not None:
             scored.pending = self.delayed.pending(raw, decoded, scores)
             if len(decoded):
@@ -252,6 +256,12 @@ class ClassificationTask:
             return {}
         self._metrics_due = now + self.metrics_interval_ms
         return self.evaluator.scores()
+
+
+def explain(model: BatchModel, features: FeatureBatch, top: int = 3) -> list[str] | None:
+    """Reason codes from models that can give them (``explain``), else ``None``."""
+    method = getattr(model, "explain", None)
+    return None if method is None else list(method(features, top))
 
 
 def _drift_monitor(config: PipelineConfig) -> ClassErrorDrift | None:
