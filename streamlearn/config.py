@@ -195,6 +195,8 @@ class OutputsConfig(_Strict):
     """Where predictions and rejected events go."""
 
     prediction_ttl_s: int = Field(default=7 * 24 * 3600, ge=0)
+    # Write each prediction's top-3 reasons (models that support it: linear ones).
+    reasons: bool = True
     predictions_topic: str | None = None
     dead_letter_topic: str | None = None
 
