@@ -17,7 +17,7 @@ class DeliveryFailed(OutputRejected):
     """The broker rejected a produced message for good (e.g. too large, unknown topic)."""
 
 
-_Message = tuple[str, bytes, bytes | None, list[tuple[str, bytes]] | None]
+_Message = tuple[str, bytes, bytes | None, list[tuple[str, bytes]] | None, int | None]
 
 
 class KafkaSink:
@@ -68,15 +68,22 @@ class KafkaSink:
         value: bytes,
         key: bytes | None = None,
         headers: list[tuple[str, bytes]] | None = None,
+        timestamp_ms: int | None = None,
     ) -> None:
-        """Queue one message; delivery failures surface in :meth:`flush`."""
-        message = (topic, value, key, headers)
+        """Queue one message; delivery failures surface in :meth:`flush`.
+
+        ``timestamp_ms`` sets the record's timestamp (default: the producer's clock), e.g. the
+        event time of a replayed or generated stream.
+        """
+        message = (topic, value, key, headers, timestamp_ms)
         self._pending.append((self._send(message), message))
 
     def _send(self, message: _Message) -> Any:
-        topic, value, key, headers = message
+        topic, value, key, headers, timestamp_ms = message
         try:
-            return self.producer.send(topic, value=value, key=key, headers=headers)
+            return self.producer.send(
+                topic, value=value, key=key, headers=headers, timestamp_ms=timestamp_ms
+            )
         except KafkaTimeoutError as error:
             raise OutputBackpressure(
                 f"Kafka producer cannot queue to {topic!r}: {error}"

@@ -27,7 +27,14 @@ class Producer:
         self.outcomes = outcomes
         self.delivered: list[bytes] = []
 
-    def send(self, topic: str, value: bytes, key: Any = None, headers: Any = None) -> Future:
+    def send(
+        self,
+        topic: str,
+        value: bytes,
+        key: Any = None,
+        headers: Any = None,
+        timestamp_ms: Any = None,
+    ) -> Future:
         outcome = self.outcomes.pop(0) if self.outcomes else None
         if outcome == "cannot queue":
             raise KafkaTimeoutError("buffer full")
