@@ -112,10 +112,9 @@ class App:
 
     def _connect(self) -> None:
         # Redis first: refused credentials fail at once rather than after a broker retry.
+        # (Only a check: each pipeline opens its own client in _runner.)
         redis = self.config.redis
-        self._redis = connect(
-            redis.url, timeout_s=redis.connect_timeout_s, **redis.client_options()
-        )
+        connect(redis.url, timeout_s=redis.connect_timeout_s, **redis.client_options()).close()
         kafka = self.config.kafka
         security = kafka.client_options()
         wait_for_broker(kafka.bootstrap, timeout_s=kafka.connect_timeout_s, security=security)
