@@ -186,16 +186,17 @@ class HealthMonitor(PipelineHooks):
         if state.stopped:
             return "stopped"
         started = state.batch_started
+        if not state.ready and not state.was_ready:
+            return "not consuming yet (waiting for the consumer group to assign partitions)"
+        if not state.ready:
+            held = "" if started is None else f" (batch in hand for {now - started:.1f} s)"
+            return f"outputs failing: consumption is paused while the writes are retried{held}"
         if started is not None and now - started > self.stall_s:
             return (
                 f"a batch has been in hand for {now - started:.1f} s (health.stall_s is "
                 f"{self.stall_s:g} s): outputs or the model are stalled"
             )
-        if state.ready:
-            return None
-        if not state.was_ready:
-            return "not consuming yet (waiting for the consumer group to assign partitions)"
-        return "outputs failing: consumption is paused while the writes are retried"
+        return None
 
     def _not_live(self, state: _PipelineState, now: float) -> str | None:
         if state.failed is not None:

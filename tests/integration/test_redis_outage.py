@@ -5,6 +5,8 @@ from __future__ import annotations
 import subprocess
 import threading
 import time
+import urllib.error
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,7 +18,9 @@ import redis
 from connectors.embedded import free_port, redis_server_binary
 from connectors.kafka import KafkaSink, committed_offsets, end_offsets, ensure_topics
 from streamlearn.app import App
+from streamlearn.config import MetricsConfig
 from streamlearn.generators.fraud import FraudGenerator
+from streamlearn.hooks import PipelineHooks
 from tests.integration.settings import fraud_settings
 
 
@@ -81,6 +85,26 @@ def produce(broker: str, topic: str, events: list[dict]) -> None:
         sink.flush()
 
 
+def http_get(url: str) -> tuple[int, str]:
+    """Status and body of a GET, error statuses included."""
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read().decode()
+
+
+class ReadinessLog(PipelineHooks):
+    """Each pipeline readiness change, in order."""
+
+    def __init__(self) -> None:
+        self.changes: list[bool] = []
+
+    def on_pipeline_ready(self, pipeline: str, ready: bool) -> None:
+        if not self.changes or self.changes[-1] != ready:
+            self.changes.append(ready)
+
+
 def test_outputs_down_pauses_consumption_then_recovers(
     broker: str, topic: str, flaky_redis: RedisProcess
 ) -> None:
@@ -96,8 +120,11 @@ def test_outputs_down_pauses_consumption_then_recovers(
         source={"topic": topic, "group": f"g-{topic}", "poll_max_records": 500},
         batching={"min_size": 256, "max_size": 256},
     )
+    port = free_port()
+    settings = settings.model_copy(update={"metrics": MetricsConfig(host="127.0.0.1", port=port)})
     produce(broker, topic, first)
-    app = App(settings)
+    readiness = ReadinessLog()
+    app = App(settings, observers=(readiness,))
     worker = threading.Thread(target=app.run, kwargs={"max_events": len(events)})
     worker.start()
     client = redis.Redis.from_url(flaky_redis.url)
@@ -115,6 +142,11 @@ def test_outputs_down_pauses_consumption_then_recovers(
         # While Redis is down the source is paused: nothing more is taken in.
         assert runner.source.paused  # type: ignore[attr-defined]
         assert runner.stats.consumed == held < len(events)
+        # ... and says so: not ready (outputs failing), but live (an outage is not a hang).
+        status, reason = http_get(f"http://127.0.0.1:{port}/readyz")
+        assert status == 503
+        assert reason.startswith("fraud: outputs failing")
+        assert http_get(f"http://127.0.0.1:{port}/healthz") == (200, "ok\n")
         flaky_redis.start()
         worker.join(timeout=120)
         assert not worker.is_alive()
@@ -126,6 +158,7 @@ def test_outputs_down_pauses_consumption_then_recovers(
     stats = runner.stats
     assert (stats.consumed, stats.predicted) == (len(events), len(events))
     assert not runner.source.paused  # type: ignore[attr-defined]
+    assert readiness.changes == [True, False, True]
     ends = end_offsets(broker, topic)
     committed = committed_offsets(broker, f"g-{topic}")
     assert {p: committed[(topic, p)] for p in ends} == ends

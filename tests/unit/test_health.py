@@ -104,6 +104,20 @@ def test_outputs_failing_after_being_ready_says_so(health: HealthMonitor) -> Non
     assert health.ready()
 
 
+def test_outputs_failing_during_a_batch_say_for_how_long(
+    health: HealthMonitor, clock: Clock
+) -> None:
+    health.on_batch_started("fraud")
+    clock.advance(0.5)
+    health.on_pipeline_ready("fraud", False)  # the write raised: retrying with the source paused
+    clock.advance(30)
+    assert health.why_not_ready() == [
+        "fraud: outputs failing: consumption is paused while the writes are retried "
+        "(batch in hand for 30.5 s)"
+    ]
+    assert health.live()
+
+
 def test_stopped_pipelines_are_not_ready_but_live(health: HealthMonitor, clock: Clock) -> None:
     health.on_lag("fraud", {0: 50})
     health.stopped()
