@@ -108,6 +108,7 @@ class OffsetLedger:
         self._unresolved: set[TopicPartition] = set()
         self._fresh: set[TopicPartition] = set()  # assigned since the last poll
         self._dirty = False
+        self._uncommitted = False  # saved during a rebalance, commit still to do
 
     def restore(self, offsets: Offsets, learned: int) -> None:
         """Start from a restored checkpoint: its offsets are where each partition resumes."""
@@ -176,12 +177,17 @@ class OffsetLedger:
         self._unresolved.clear()
 
     def revoked(self, partitions: Iterable[TopicPartition]) -> None:
-        """Partitions are being taken away: save and commit what is learned, then let go."""
+        """Partitions are being taken away: save a checkpoint of what is learned, then let go.
+
+        Called inside the consumer's poll, on kafka-python's network thread, where a blocking
+        commit is refused: the checkpoint (which restarts resume from) is saved here and the
+        group's commit follows at the next settle, for the partitions still owned then.
+        """
         gone = set(partitions)
         self._unresolved -= gone
         self._fresh -= gone
         if gone & self.owned:
-            self.settle(force=True)
+            self.settle(force=True, commit=False)
         for tp in gone:
             self.owned.discard(tp)
             self._epochs[tp] = self._epochs.get(tp, 0) + 1
@@ -227,12 +233,15 @@ class OffsetLedger:
         self.learned_count += count
         self._dirty = True
 
-    def settle(self, force: bool = False) -> None:
+    def settle(self, force: bool = False, commit: bool = True) -> None:
         """Save a checkpoint if due (or forced), then commit what it covers.
 
         Without checkpoints the model is not kept across restarts, so commits follow learning.
         """
         if not self._dirty:
+            if commit and self._uncommitted:
+                self._uncommitted = False
+                self._commit(self.saved if self.save is not None else self.learned_offsets)
             return
         if self.save is not None:
             if not (force or self.due()):
@@ -241,7 +250,10 @@ class OffsetLedger:
                 return  # not saved: nothing may be committed past the last checkpoint
             self.saved = dict(self.learned_offsets)
         self._dirty = False
-        self._commit(self.learned_offsets)
+        if commit:
+            self._commit(self.learned_offsets)
+        else:
+            self._uncommitted = True
 
     def _commit(self, offsets: Offsets) -> None:
         ahead = {

@@ -107,12 +107,16 @@ def test_commits_never_go_below_the_groups_commit() -> None:
     assert source.log[-1] == ("commit", {T0: 60})
 
 
-def test_revoke_saves_and_commits_before_letting_go() -> None:
+def test_revoke_saves_before_letting_go_and_commits_after_the_poll() -> None:
+    # kafka-python runs rebalance callbacks on its network thread, where a commit would block:
+    # the checkpoint is saved there, the commit follows at the next settle.
     led, source, _ = ledger()
     led.learned(led.begin({T0: 10, T1: 4}), count=14)
     led.revoked([T1])
-    assert source.log == [("save", {T0: 10, T1: 4}), ("commit", {T0: 10, T1: 4})]
+    assert source.log == [("save", {T0: 10, T1: 4})]
     assert led.owned == {T0}
+    led.settle()
+    assert source.log[-1] == ("commit", {T0: 10})
     # Given back: read from what was learned, whatever position the consumer kept.
     led.assigned([T1])
     assert source.log[-1] == ("seek", {T1: 4})
