@@ -69,8 +69,11 @@ def check(config: ConfigPath) -> None:
 
 @app.command()
 def generate(
-    task: Annotated[str, typer.Argument(help="Which synthetic stream: fraud.")],
-    events: Annotated[int, typer.Option(help="How many events to write.")] = 10_000,
+    task: Annotated[str, typer.Argument(help="Which synthetic stream: fraud or retention.")],
+    events: Annotated[
+        int | None,
+        typer.Option(help="How many events to write (default: fraud 10000, retention 2000000)."),
+    ] = None,
     rate: Annotated[
         float | None, typer.Option(help="Events per second (default: as fast as possible).")
     ] = None,
@@ -78,25 +81,54 @@ def generate(
     drift_at: Annotated[
         int | None, typer.Option(help="Event index where the pattern changes.")
     ] = None,
-    topic: Annotated[str | None, typer.Option(help="Topic (default: the task's).")] = None,
+    topic: Annotated[
+        str | None,
+        typer.Option(help="Events topic (default: transactions, or customer-activity)."),
+    ] = None,
+    labels_topic: Annotated[
+        str | None, typer.Option(help="Retention: topic for the churn labels (churn-labels).")
+    ] = None,
+    customers: Annotated[
+        int | None, typer.Option(help="Retention: how many customers (50000).")
+    ] = None,
+    label_delay_days: Annotated[
+        float | None,
+        typer.Option(help="Retention: churn horizon and label delay, in days of event time (30)."),
+    ] = None,
+    label_fraction: Annotated[
+        float | None, typer.Option(help="Retention: share of events that get a label (0.2).")
+    ] = None,
     bootstrap: Annotated[str | None, typer.Option(help="Kafka bootstrap servers.")] = None,
     partitions: Annotated[int, typer.Option(help="Partitions if the topic is created.")] = 1,
 ) -> None:
-    """Write a synthetic event stream for TASK to Kafka."""
-    from streamlearn.workloads import produce_workload
+    """Write a synthetic event stream for TASK to Kafka.
+
+    retention writes customer activity keyed by customer id, about 120 days of event time,
+    and a churn label for a sample of events, each sent once known: label-delay-days of event
+    time later. A message's Kafka timestamp is its event time (a label's: when it is known).
+    """
+    from streamlearn.workloads import TASK_EVENTS, TASK_TOPICS, produce_workload
 
     defaults = service_defaults()
+    options = {
+        "customers": customers,
+        "label_delay_days": label_delay_days,
+        "label_fraction": label_fraction,
+    }
     sent = produce_workload(
         task,
-        events=events,
+        events=events if events is not None else TASK_EVENTS.get(task, 10_000),
         bootstrap=bootstrap or defaults.kafka_bootstrap,
         topic=topic,
+        labels_topic=labels_topic,
         rate=rate,
         seed=seed,
         drift_at=drift_at,
         partitions=partitions,
+        options=options,
     )
-    console.print(f"wrote {sent} {task} events")
+    where = topic or TASK_TOPICS.get(task, task)
+    console.print(f"wrote {sent} {task} events to {escape(where)}")
 
 
 @app.command()
