@@ -210,7 +210,7 @@ class PipelineRunner:
         written_at_ms = self.wall_ms()
         written_at = self.clock()
         hooks.on_stage(name, "write", written_at - scored_at)
-        self._report_outputs(scored, written_at_ms)
+        self._report_outputs(scored, written_at_ms, written_at)
         # Rows of partitions taken away meanwhile are not learned: they will be read again.
         owned = self.ledger.still_owned(ticket)
         keep = None
@@ -318,11 +318,10 @@ class PipelineRunner:
                 partitions,
             )
 
-    def _report_outputs(self, scored: Scored, written_at_ms: int) -> None:
+    def _report_outputs(self, scored: Scored, written_at_ms: int, written_at: float) -> None:
         name, hooks = self.pipeline.name, self.hooks
         rows = scored.rows
-        raw_ts = np.asarray(scored.raw.timestamps_ms, dtype=np.int64)[rows]
-        latencies = np.maximum(written_at_ms - raw_ts, 0) / 1000.0
+        latencies = ingest_latencies(scored.raw, rows, written_at_ms, written_at)
         hooks.on_predictions(name, latencies)
         target_s = self.batcher.settings.latency_target_ms / 1000.0
         missed = int((latencies > target_s).sum())
@@ -352,3 +351,31 @@ class PipelineRunner:
             lag = self.source.lag()
             self._lag = sum(lag.values()) if lag else None
             self.hooks.on_lag(self.pipeline.name, lag)
+
+
+# A record timestamp this far from the wall clock is an event time the producer set on purpose
+# (a replayed or generated stream), not when the event entered Kafka.
+_INGEST_WINDOW_MS = 3_600_000
+
+
+def ingest_latencies(
+    raw: RawBatch, rows: np.ndarray, written_at_ms: int, written_at: float
+) -> np.ndarray:
+    """Seconds from each event's ingest to its prediction being written.
+
+    Ingest is the Kafka record's timestamp; where that lies in the future or more than an hour
+    back (the producer stamped event time), it is when this process received the message.
+
+    >>> raw = RawBatch()
+    >>> raw.append("t", 0, 0, None, b"{}", 10_000, received=1.0)
+    >>> raw.append("t", 0, 1, None, b"{}", 99_999_999, received=1.5)  # stamped in the future
+    >>> ingest_latencies(raw, np.array([0, 1]), 10_040, written_at=1.6).round(3).tolist()
+    [0.04, 0.1]
+    """
+    record = written_at_ms - np.asarray(raw.timestamps_ms, dtype=np.int64)[rows]
+    latencies = record / 1000.0
+    stamped = (record < 0) | (record > _INGEST_WINDOW_MS)
+    if stamped.any():
+        received = np.asarray(raw.received, dtype=np.float64)[rows]
+        latencies = np.where(stamped, written_at - received, latencies)
+    return np.maximum(latencies, 0.0)
