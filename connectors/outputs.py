@@ -126,8 +126,9 @@ class BatchOutputs:
     def _send_predictions(self, scored: ScoredBatch) -> None:
         d = scored.decoded
         scores, labels, ts = scored.scores.tolist(), scored.labels.tolist(), d.timestamps_ms
+        reasons = scored.reasons
         for i, (event, entity) in enumerate(zip(d.event_ids, d.entity_ids)):
-            record = {
+            record: dict[str, object] = {
                 "pipeline": self.pipeline,
                 "event_id": event,
                 "entity_id": entity,
@@ -137,6 +138,8 @@ class BatchOutputs:
                 "ts": int(ts[i]),
                 "scored_at": scored.scored_at_ms,
             }
+            if reasons is not None:  # already JSON: embedded as the array it is, not re-parsed
+                record["reasons"] = orjson.Fragment(reasons[i])
             self.producer.send(self.predictions_topic or "", orjson.dumps(record), entity.encode())
 
 
@@ -151,4 +154,5 @@ def columns(scored: ScoredBatch) -> PredictionColumns:
         labels=scored.labels,
         model_version=scored.model_version,
         scored_at_ms=scored.scored_at_ms,
+        reasons=scored.reasons,
     )

@@ -24,18 +24,34 @@ from streamlearn.errors import (
     StreamlearnError,
 )
 
-# KEYS: one prediction hash per entity. ARGV: ttl_ms, then 6 values per key.
+# KEYS: one prediction hash per entity. ARGV: ttl_ms, values per key (6, or 7 with reasons),
+# then those values for each key.
 _WRITE_SCRIPT = """
 local ttl = tonumber(ARGV[1])
+local per = tonumber(ARGV[2])
 local written = 0
 for i, key in ipairs(KEYS) do
-  local b = 1 + (i - 1) * 6
+  local b = 2 + (i - 1) * per
   local ts = tonumber(ARGV[b + 4])
-  local current = tonumber(redis.call('HGET', key, 'ts'))
+  local current, stale
+  if per == 7 then
+    current = tonumber(redis.call('HGET', key, 'ts'))
+  else
+    -- the hash holds one prediction: an older one's reasons must not stay beside this one
+    local stored = redis.call('HMGET', key, 'ts', 'reasons')
+    current, stale = tonumber(stored[1]), stored[2]
+  end
   if current == nil or current <= ts then
-    redis.call('HSET', key, 'score', ARGV[b + 1], 'label', ARGV[b + 2],
-               'model_version', ARGV[b + 3], 'ts', ARGV[b + 4],
-               'event_id', ARGV[b + 5], 'scored_at', ARGV[b + 6])
+    if per == 7 then
+      redis.call('HSET', key, 'score', ARGV[b + 1], 'label', ARGV[b + 2],
+                 'model_version', ARGV[b + 3], 'ts', ARGV[b + 4],
+                 'event_id', ARGV[b + 5], 'scored_at', ARGV[b + 6], 'reasons', ARGV[b + 7])
+    else
+      redis.call('HSET', key, 'score', ARGV[b + 1], 'label', ARGV[b + 2],
+                 'model_version', ARGV[b + 3], 'ts', ARGV[b + 4],
+                 'event_id', ARGV[b + 5], 'scored_at', ARGV[b + 6])
+      if stale then redis.call('HDEL', key, 'reasons') end
+    end
     if ttl > 0 then redis.call('PEXPIRE', key, ttl) end
     written = written + 1
   end
@@ -57,6 +73,8 @@ class PredictionColumns:
     labels: np.ndarray
     model_version: int
     scored_at_ms: int
+    # Per event, its reason codes as a JSON array (models that give them), else None.
+    reasons: Sequence[str] | None = None
 
 
 def latest_per_entity(entities: Sequence[str], timestamps: Sequence[int]) -> list[int]:
@@ -200,15 +218,19 @@ class PredictionStore:
         ts = predictions.timestamps_ms[order].tolist()
         events = [predictions.event_ids[i] for i in order]
         version, scored_at = predictions.model_version, predictions.scored_at_ms
+        reasons = None if predictions.reasons is None else [predictions.reasons[i] for i in order]
         written = 0
         for start in range(0, len(order), _CHUNK):
             stop = start + _CHUNK
             keys = [prediction_key(self.prefix, self.pipeline, e) for e in entities[start:stop]]
-            args: list[Any] = [self.ttl_ms]
-            for s, lab, t, ev in zip(
-                scores[start:stop], labels[start:stop], ts[start:stop], events[start:stop]
-            ):
-                args += (repr(s), lab, version, t, ev, scored_at)
+            args: list[Any] = [self.ttl_ms, 6 if reasons is None else 7]
+            rows = zip(scores[start:stop], labels[start:stop], ts[start:stop], events[start:stop])
+            if reasons is None:
+                for s, lab, t, ev in rows:
+                    args += (repr(s), lab, version, t, ev, scored_at)
+            else:
+                for (s, lab, t, ev), why in zip(rows, reasons[start:stop]):
+                    args += (repr(s), lab, version, t, ev, scored_at, why)
             try:
                 written += int(self._script(keys=keys, args=args))
             except redis.RedisError as exc:

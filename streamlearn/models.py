@@ -16,6 +16,7 @@ import numpy as np
 from streamlearn.config import ModelConfig
 from streamlearn.errors import ModelError
 from streamlearn.features import FeatureBatch
+from streamlearn.reasons import affine_reasons, matrix_reasons
 from streamlearn.scaling import OnlineStandardScaler
 
 
@@ -153,6 +154,102 @@ class SklearnModel:
         return self.scaler.transform(matrix) if self.scaler is not None else matrix
 
 
+class LinearRiverModel(RiverModel):
+    """A river ``LogisticRegression``, alone or behind river's scalers, that gives reason codes.
+
+    Examples
+    --------
+    >>> from river import linear_model
+    >>> from streamlearn.config import SchemaConfig
+    >>> from streamlearn.decoding import EventDecoder
+    >>> from streamlearn.features import Featurizer
+    >>> schema = SchemaConfig(features={"x": "float", "z": "float"})
+    >>> decoded = EventDecoder(schema).decode(
+    ...     [b'{"event_id": "a", "entity_id": "e", "ts": 0, "x": 1.0, "z": 2.0}'])
+    >>> batch = Featurizer(schema).transform(decoded)
+    >>> model = LinearRiverModel(linear_model.LogisticRegression())
+    >>> model.learn(batch, np.array([1.0]))
+    1
+    >>> model.explain(batch, 3)
+    ['[["z",0.02],["x",0.005]]']
+    """
+
+    def __init__(self, estimator: Any, prior: float = 0.5) -> None:
+        _scaled_linear(estimator)  # refuse at once what explain could not handle
+        super().__init__(estimator, prior)
+
+    def explain(self, features: FeatureBatch, top: int) -> list[str]:
+        """Per event, the ``top`` largest positive ``w_j·x_j`` on the inputs the model sees."""
+        scalers, linear = _scaled_linear(self.estimator)
+
+        def transform(x: dict[str, float]) -> dict[str, float]:
+            for scaler in scalers:
+                x = scaler.transform_one(x)
+            return x
+
+        return affine_reasons(features.decoded, linear.weights, transform, top)
+
+
+class LinearSklearnModel(SklearnModel):
+    """A linear scikit-learn classifier (``SGDClassifier``, ``Perceptron``, ...) with reason codes.
+
+    Examples
+    --------
+    >>> from sklearn.linear_model import SGDClassifier
+    >>> from streamlearn.config import SchemaConfig
+    >>> from streamlearn.decoding import EventDecoder
+    >>> from streamlearn.features import Featurizer
+    >>> schema = SchemaConfig(features={"x": "float", "k": {"type": "category", "buckets": 4}})
+    >>> raw = [b'{"event_id": "a", "entity_id": "e", "ts": 0, "x": %d, "k": "%s"}' % (i, k)
+    ...        for i, k in [(0, b"p"), (1, b"p"), (2, b"q"), (3, b"q")]]
+    >>> batch = Featurizer(schema).transform(EventDecoder(schema).decode(raw))
+    >>> model = LinearSklearnModel(SGDClassifier(loss="log_loss", random_state=0), n_numeric=1)
+    >>> model.explain(batch, 3)  # nothing learned yet: the prior, pushed by nothing
+    ['[]', '[]', '[]', '[]']
+    >>> model.learn(batch, np.array([0, 0, 1, 1.0]))
+    4
+    >>> import json
+    >>> [name for name, contribution in json.loads(model.explain(batch, 3)[-1])]
+    ['x', 'k=q']
+    """
+
+    def explain(self, features: FeatureBatch, top: int) -> list[str]:
+        """Per event, the ``top`` largest positive ``w_j·x_j``, one matrix product per batch."""
+        if not self._fitted or len(features) == 0:
+            return ["[]"] * len(features)
+        weights = np.asarray(self.estimator.coef_, dtype=np.float64)[0]
+        # The column layout (numeric fields, then each category's buckets) is the featurizer's.
+        layout = features._featurizer
+        return matrix_reasons(
+            self._inputs(features.matrix),
+            weights,
+            top,
+            layout.numeric,
+            layout.categories,
+            features.decoded.categorical,
+        )
+
+
+def _scaled_linear(estimator: Any) -> tuple[list[Any], Any]:
+    """The scalers and the logistic regression of a river model that gives reason codes."""
+    from river import compose, linear_model, preprocessing
+
+    steps = (
+        list(estimator.steps.values()) if isinstance(estimator, compose.Pipeline) else [estimator]
+    )
+    *scalers, linear = steps
+    # These scale each feature alone and affinely, which is what affine_reasons relies on.
+    affine = (preprocessing.StandardScaler, preprocessing.MinMaxScaler, preprocessing.MaxAbsScaler)
+    if not isinstance(linear, linear_model.LogisticRegression) or not all(
+        isinstance(s, affine) for s in scalers
+    ):
+        raise ModelError(
+            f"reason codes need a river LogisticRegression, alone or behind StandardScaler, "
+            f"MinMaxScaler or MaxAbsScaler; got {estimator}"
+        )
+    return scalers, linear
+
+
 def build_model(config: ModelConfig, n_numeric: int) -> BatchModel:
     """Build the configured estimator and wrap it in the adapter for its library.
 
@@ -160,7 +257,10 @@ def build_model(config: ModelConfig, n_numeric: int) -> BatchModel:
     --------
     >>> m = build_model(ModelConfig(estimator="river.linear_model.LogisticRegression"), 3)
     >>> type(m).__name__, type(m.estimator).__name__
-    ('RiverModel', 'Pipeline')
+    ('LinearRiverModel', 'Pipeline')
+    >>> hasattr(build_model(ModelConfig(estimator="river.tree.HoeffdingTreeClassifier"), 3),
+    ...         "explain")  # no linear contribution, so no reason codes
+    False
     >>> build_model(ModelConfig(estimator="sklearn.svm.SVC"), 3)
     Traceback (most recent call last):
     ...
@@ -173,13 +273,17 @@ def build_model(config: ModelConfig, n_numeric: int) -> BatchModel:
 
 
 def _river_model(estimator: Any, config: ModelConfig) -> RiverModel:
-    from river import base, preprocessing
+    from river import base, linear_model, preprocessing
 
     if not isinstance(estimator, base.Classifier):
         raise ModelError(f"{config.estimator} is not a river classifier")
+    # Reason codes are w·x, defined for a logistic regression (Perceptron is one too).
+    adapter = (
+        LinearRiverModel if isinstance(estimator, linear_model.LogisticRegression) else RiverModel
+    )
     if config.scale:
         estimator = preprocessing.StandardScaler() | estimator
-    return RiverModel(estimator)
+    return adapter(estimator)
 
 
 def _sklearn_model(estimator: Any, config: ModelConfig, n_numeric: int) -> SklearnModel:
@@ -187,7 +291,10 @@ def _sklearn_model(estimator: Any, config: ModelConfig, n_numeric: int) -> Sklea
 
     if not is_classifier(estimator):
         raise ModelError(f"{config.estimator} is not a scikit-learn classifier")
-    model = SklearnModel(estimator, n_numeric=n_numeric, scale=config.scale)
+    # Reason codes are w·x, defined for the linear classifiers (coef_ on the inputs they see).
+    linear = type(estimator).__module__.startswith("sklearn.linear_model")
+    adapter = LinearSklearnModel if linear else SklearnModel
+    model = adapter(estimator, n_numeric=n_numeric, scale=config.scale)
     tags = getattr(estimator, "__sklearn_tags__", None)
     if config.scale and tags is not None and tags().input_tags.positive_only:
         raise ModelError(

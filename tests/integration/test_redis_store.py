@@ -18,7 +18,13 @@ from streamlearn.checkpoint import Checkpoint, CheckpointRefused
 from streamlearn.errors import OutputBackpressure, OutputRejected
 
 
-def columns(entities: list[str], ts: list[int], scores: list[float], version: int = 1):
+def columns(
+    entities: list[str],
+    ts: list[int],
+    scores: list[float],
+    version: int = 1,
+    reasons: list[str] | None = None,
+):
     return PredictionColumns(
         entity_ids=entities,
         event_ids=[f"e-{i}-{t}" for i, t in enumerate(ts)],
@@ -27,6 +33,7 @@ def columns(entities: list[str], ts: list[int], scores: list[float], version: in
         labels=np.array(scores) > 0.5,
         model_version=version,
         scored_at_ms=99,
+        reasons=reasons,
     )
 
 
@@ -58,6 +65,52 @@ def test_newest_event_wins_within_and_across_batches(store: PredictionStore) -> 
     assert store.read("a")["score"] == "0.9"  # type: ignore[index]
     assert store.write(columns(["a"], [1000], [0.4])) == 1
     assert store.read("a")["score"] == "0.4"  # type: ignore[index]
+
+
+def test_reasons_round_trip_with_the_newest_prediction(store: PredictionStore) -> None:
+    why = ['[["amount",1.2345],["channel=web",0.5]]', "[]", '[["hour",0.1]]']
+    assert store.write(columns(["a", "b", "a"], [5, 6, 9], [0.9, 0.1, 0.8], reasons=why)) == 2
+    assert store.read("a")["reasons"] == why[2]  # type: ignore[index]
+    assert store.read("b")["reasons"] == "[]"  # type: ignore[index]
+    # An older event's reasons never land beside a newer score.
+    assert store.write(columns(["a"], [7], [0.2], reasons=['[["velocity",3.0]]'])) == 0
+    assert store.read("a") == {
+        "score": "0.8",
+        "label": "1",
+        "model_version": "1",
+        "ts": "9",
+        "event_id": "e-2-9",
+        "scored_at": "99",
+        "reasons": '[["hour",0.1]]',
+    }
+
+
+def test_no_reasons_field_without_reasons(store: PredictionStore) -> None:
+    store.write(columns(["a", "b"], [5, 5], [0.9, 0.1]))
+    assert "reasons" not in store.read("a")  # type: ignore[operator]
+    # A newer prediction without reasons (say, the model no longer gives them) drops the old ones.
+    store.write(columns(["b"], [6], [0.7], reasons=['[["amount",0.5]]']))
+    store.write(columns(["b"], [7], [0.6]))
+    assert store.read("b") == {
+        "score": "0.6",
+        "label": "1",
+        "model_version": "1",
+        "ts": "7",
+        "event_id": "e-0-7",
+        "scored_at": "99",
+    }
+
+
+def test_reasons_in_large_batches_follow_their_entities(store: PredictionStore) -> None:
+    n = 2500
+    why = [f'[["amount",{i}.0]]' for i in range(n)]
+    assert store.write(columns([f"c{i}" for i in range(n)], list(range(n)), [0.5] * n, reasons=why))
+    assert [store.read(f"c{i}")["reasons"] for i in (0, 999, 1000, 2499)] == [  # type: ignore[index]
+        why[0],
+        why[999],
+        why[1000],
+        why[2499],
+    ]
 
 
 def test_large_batches_are_written_in_chunks(store: PredictionStore) -> None:
