@@ -131,7 +131,15 @@ def test_every_event_scored_every_bad_one_dead_lettered(
         latest[event["entity_id"]] = event
     for entity, event in latest.items():
         stored = client.hgetall(f"{prefix}:fraud:pred:{entity}")
-        assert set(stored) == {"score", "label", "model_version", "event_id", "ts", "scored_at"}
+        assert set(stored) == {
+            "score",
+            "label",
+            "model_version",
+            "event_id",
+            "ts",
+            "scored_at",
+            "reasons",
+        }
         assert 0.0 <= float(stored["score"]) <= 1.0
         assert int(stored["ts"]) <= int(event["ts"])
         assert 0 < client.pttl(f"{prefix}:fraud:pred:{entity}") <= 604_800_000
