@@ -16,6 +16,7 @@ from streamlearn.batch import RawBatch
 from streamlearn.labels import ArrivedLabels, Exchange, LabelStore
 from streamlearn.rejections import Rejection
 from streamlearn.tasks.classification import ScoredBatch
+from streamlearn.tasks.entity_features import StateStore
 
 # The original bytes of a dead letter are kept up to this size (then cut, with a header saying so).
 MAX_DEAD_LETTER_BYTES = 512 * 1024
@@ -54,6 +55,7 @@ class BatchOutputs:
         dead_letter_topic: str,
         predictions_topic: str | None = None,
         labels: LabelStore | None = None,
+        states: StateStore | None = None,
     ) -> None:
         self.pipeline = pipeline
         self.store = store
@@ -61,6 +63,7 @@ class BatchOutputs:
         self.dead_letter_topic = dead_letter_topic
         self.predictions_topic = predictions_topic
         self.labels = labels
+        self.states = states
 
     def write(self, scored: ScoredBatch) -> None:
         """Write all outputs of ``scored`` durably.
@@ -69,6 +72,9 @@ class BatchOutputs:
         queued twice, and a Redis write that landed is not repeated.
         """
         done = scored.written
+        if self.states is not None and scored.entity_states and "states" not in done:
+            self.states.save(scored.entity_states)  # replays skip what these states applied
+            done.add("states")
         if self.labels is not None and "labels" not in done and scored.pending is not None:
             # First, so labels that match nothing are dead-lettered with this batch.
             scored.exchange = self.labels.exchange(

@@ -21,6 +21,7 @@ from connectors.kafka import KafkaSink, KafkaSource, ensure_topics, wait_for_bro
 from connectors.metrics_server import MetricsServer
 from connectors.outputs import BatchOutputs
 from connectors.prometheus import PrometheusHooks
+from connectors.redis_aggregates import AggregateStore
 from connectors.redis_checkpoints import RedisCheckpointStore
 from connectors.redis_labels import RedisLabelStore
 from connectors.redis_lock import ReplicaLock
@@ -141,7 +142,7 @@ class App:
         lock = ReplicaLock(client, prefix, config.name, ttl_s).acquire()
         self._locks.append(lock)
         checkpointer, restored, requests = self._restore(config, pipeline, batcher, client, lock)
-        outputs = self._outputs(config, client)
+        outputs = self._outputs(config, client, self._entity_states(config, pipeline, client))
         try:
             source = self._source(config)
         except BaseException:
@@ -178,7 +179,20 @@ class App:
             security=kafka.client_options(),
         )
 
-    def _outputs(self, config: PipelineConfig, client: Redis) -> BatchOutputs:
+    def _entity_states(
+        self, config: PipelineConfig, task: Task, client: Redis
+    ) -> AggregateStore | None:
+        # Per-entity aggregate state lives in Redis, so a partition can move between processes.
+        features = getattr(task, "entity_features", None)
+        if features is None:
+            return None
+        ttl_s = features.aggregator.state_ttl_s
+        features.store = AggregateStore(client, self.config.redis.prefix, config.name, ttl_s)
+        return features.store
+
+    def _outputs(
+        self, config: PipelineConfig, client: Redis, states: AggregateStore | None = None
+    ) -> BatchOutputs:
         # One producer per pipeline: a flush then waits for, and reports, only its own messages.
         kafka = self.config.kafka
         producer = KafkaSink(
@@ -200,6 +214,7 @@ class App:
             )
             if config.labels is not None
             else None,
+            states=states,
         )
 
     def _restore(

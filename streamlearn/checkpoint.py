@@ -427,4 +427,9 @@ def model_identity(config: Any) -> str:
     return fingerprint(
         repr(sorted((k, v.type.value, v.buckets) for k, v in schema.features.items())),
         repr((model.estimator, sorted(model.params.items()), model.scale, model.task)),
+        *(
+            [repr(sorted((k, repr(v)) for k, v in schema.aggregates.items()))]
+            if schema.aggregates
+            else []
+        ),
     )

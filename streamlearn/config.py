@@ -41,6 +41,11 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from streamlearn.config_aggregates import (
+    DEFAULT_ALLOWED_LATENESS_S,
+    AggregateSpec,
+    check_aggregate_fields,
+)
 from streamlearn.config_errors import describe
 from streamlearn.config_labels import LabelsConfig
 from streamlearn.config_services import NAME_PATTERN, KafkaConfig, RedisConfig, mask_urls
@@ -78,6 +83,9 @@ class SchemaConfig(_Strict):
     max_event_bytes: int = Field(default=64 * 1024, ge=64)
     # Larger numbers are unit or encoding mistakes, and would overflow the running scaler.
     max_abs_value: float = Field(default=1e12, gt=0)
+    # Per-entity streaming features, each one more numeric feature (streamlearn.aggregates).
+    aggregates: dict[str, AggregateSpec] = Field(default_factory=dict)
+    allowed_lateness_s: float = Field(default=DEFAULT_ALLOWED_LATENESS_S, ge=0)
 
     @field_validator("features", mode="before")
     @classmethod
@@ -93,6 +101,11 @@ class SchemaConfig(_Strict):
         if not value:
             raise ValueError("at least one feature field is required")
         return value
+
+    @model_validator(mode="after")
+    def _aggregates_fit(self) -> SchemaConfig:
+        check_aggregate_fields(self.aggregates, {k: v.type.value for k, v in self.features.items()})
+        return self
 
 
 class SourceConfig(_Strict):

@@ -13,10 +13,13 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from typing import TypeVar
 
 from streamlearn.errors import OutputBackpressure, ServiceUnavailable, ShutdownTimeout
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 # Failures worth waiting out. Anything else (OutputRejected, a bug) propagates at once.
 # (OSError covers ConnectionError and TimeoutError.)
@@ -69,6 +72,12 @@ class Delivery:
         self.shutdown_grace_s = shutdown_grace_s
         self.sleep = sleep
         self.clock = clock
+
+    def call(self, work: Callable[[], T], stop: threading.Event, name: str) -> T:
+        """Like :meth:`deliver`, for a call that returns something (e.g. scoring that reads)."""
+        result: list[T] = []
+        self.deliver(lambda: result.append(work()), stop, name)
+        return result[0]
 
     def deliver(self, write: Callable[[], None], stop: threading.Event, name: str) -> None:
         """Call ``write`` until it succeeds; raise if it is refused for good or time runs out."""

@@ -65,6 +65,7 @@ class Featurizer:
 
     def __init__(self, schema: SchemaConfig) -> None:
         self.numeric = [n for n, s in schema.features.items() if s.type != FieldType.CATEGORY]
+        self.numeric += list(schema.aggregates)  # computed per entity before featurizing
         self.categories = {
             n: s.buckets for n, s in schema.features.items() if s.type == FieldType.CATEGORY
         }

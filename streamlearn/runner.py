@@ -203,7 +203,8 @@ class PipelineRunner:
         started = self.clock()
         hooks.on_batch_started(name)
         ticket = self.ledger.begin(batch.commit_offsets)
-        scored = self.pipeline.score(batch)
+        # Scoring may read per-entity state (Redis): an outage there is waited out too.
+        scored = self.delivery.call(lambda: self.pipeline.score(batch), stop, name)
         scored_at = self.clock()
         hooks.on_stage(name, "score", scored_at - started)
         self.delivery.deliver(lambda: self.outputs.write(scored), stop, name)

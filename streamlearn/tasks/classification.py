@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from streamlearn.aggregates import EntityState
 from streamlearn.batch import RawBatch
 from streamlearn.challenger import Challenger
 from streamlearn.config import PipelineConfig
@@ -25,6 +26,7 @@ from streamlearn.labels import ArrivedLabels, Exchange, PendingEvents
 from streamlearn.models import BatchModel, build_model
 from streamlearn.tasks.base import LearnOutcome
 from streamlearn.tasks.delayed import DelayedLabels, source_of
+from streamlearn.tasks.entity_features import EntityFeatures, MemoryStateStore, StateStore
 
 
 @dataclass(slots=True)
@@ -49,6 +51,8 @@ class ScoredBatch:
     exchange: Exchange | None = None
     # Per event, the top features pushing its score up, as JSON (models that can tell).
     reasons: list[str] | None = None
+    # Entities whose aggregate state this batch changed: saved before the commit.
+    entity_states: dict[str, EntityState] | None = None
 
     @property
     def rejected(self) -> list[Rejection]:
@@ -93,6 +97,7 @@ class ClassificationTask:
         drift: ClassErrorDrift | None = None,
         clock_ms: Callable[[], int] | None = None,
         metrics_interval_ms: int = 1000,
+        entity_states: StateStore | None = None,
     ) -> None:
         self.config = config
         self.name = config.name
@@ -108,6 +113,11 @@ class ClassificationTask:
         self.challenger: Challenger | None = None
         labels = config.labels
         self.delayed = DelayedLabels(labels, self.decoder) if labels is not None else None
+        self.entity_features = (
+            EntityFeatures(config.schema_, entity_states or MemoryStateStore())
+            if config.schema_.aggregates
+            else None
+        )
         self.watermark_ms = 0  # the newest event time seen: when early labels expire
 
     def fresh_model(self) -> BatchModel:
@@ -122,6 +132,9 @@ class ClassificationTask:
             decoded = self.decoder.decode(raw.values)
         else:
             decoded, arrived, bad_labels = self.delayed.decode(raw)
+        changed = None
+        if self.entity_features is not None:
+            changed = self.entity_features.add(raw, decoded)
         features = self.featurizer.transform(decoded)
         # A model that diverged must not put NaN in front of the business: serve the prior.
         scores = np.nan_to_num(self.model.predict_proba(features), nan=0.5).clip(0.0, 1.0)
@@ -135,11 +148,13 @@ class ClassificationTask:
             scored_at_ms=self.clock_ms(),
             arrived=arrived,
             label_rejected=bad_labels,
+            entity_states=changed,
         )
         if self.config.outputs.reasons:
             scored.reasons = explain(self.model, features)
         if self.delayed is not None:
-            scored.pending = self.delayed.pending(raw, decoded, scores)
+            names = self.entity_features.names if self.entity_features is not None else []
+            scored.pending = self.delayed.pending(raw, decoded, scores, names)
             if len(decoded):
                 self.watermark_ms = max(self.watermark_ms, int(decoded.timestamps_ms.max()))
             scored.watermark_ms = self.watermark_ms
@@ -193,7 +208,9 @@ class ClassificationTask:
         allowed = None
         if keep is not None and not keep.all():
             allowed = {source_of(scored.raw, i) for i in np.flatnonzero(keep).tolist()}
-        decoded, targets, served = self.delayed.learnable(exchange.joins, allowed)
+        decoded, targets, served, kept = self.delayed.learnable(exchange.joins, allowed)
+        if self.entity_features is not None:
+            self.entity_features.restore(decoded, [p.get("a", {}) for p in kept])
         outcome = self._learn(self.featurizer.transform(decoded), served, targets)
         outcome.unmatched = dict(Counter(r.reason for r in exchange.unmatched))
         if exchange.expired:

@@ -8,6 +8,8 @@ their messages exactly as they were scored, with the served scores for the prequ
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import orjson
 
@@ -66,24 +68,36 @@ class DelayedLabels:
         return decoded, labels, bad_labels
 
     @staticmethod
-    def pending(raw: RawBatch, decoded: DecodedBatch, scores: np.ndarray) -> PendingEvents:
-        """What to keep of each scored event until its label comes."""
+    def pending(
+        raw: RawBatch, decoded: DecodedBatch, scores: np.ndarray, computed: list[str]
+    ) -> PendingEvents:
+        """What to keep of each scored event until its label comes.
+
+        ``computed`` names columns of ``decoded.numeric`` computed from state (aggregates):
+        their values at scoring time are kept too, since they cannot be recomputed later.
+        """
         rows = decoded.index.tolist()
         ts = decoded.timestamps_ms.tolist()
         served = scores.tolist()
+        columns = {name: decoded.numeric[name].tolist() for name in computed}
+        extra: list[dict[str, object]] = [
+            {"a": {name: col[j] for name, col in columns.items()}} if columns else {}
+            for j in range(len(rows))
+        ]
         return PendingEvents(
             event_ids=list(decoded.event_ids),
             sources=[source_of(raw, i) for i in rows],
             ts_ms=ts,
             payloads=[
-                pending_payload(raw.values[i] or b"", s, t, {}) for i, s, t in zip(rows, served, ts)
+                pending_payload(raw.values[i] or b"", s, t, e)
+                for i, s, t, e in zip(rows, served, ts, extra)
             ],
         )
 
     def learnable(
         self, joins: list[Join], allowed: set[str] | None
-    ) -> tuple[DecodedBatch, np.ndarray, np.ndarray]:
-        """The joined events as scored, their labels, and the scores served for them.
+    ) -> tuple[DecodedBatch, np.ndarray, np.ndarray, list[dict[str, Any]]]:
+        """The joined events as scored, their labels, the scores served, and what was kept.
 
         ``allowed`` (sources of messages that may be learned now) leaves out joins whose joiner
         is not to be learned in this batch; ``None`` allows all.
@@ -95,4 +109,4 @@ class DelayedLabels:
         targets = np.array([kept[i].target for i in good], dtype=np.float64)
         served = np.array([kept_payloads[i]["s"] for i in good], dtype=np.float64)
         decoded.targets = targets
-        return decoded, targets, served
+        return decoded, targets, served, [kept_payloads[i] for i in good]

@@ -64,6 +64,7 @@ def exercised_hooks() -> PrometheusHooks:
     hooks.on_lag("fraud", {0: 5})
     hooks.on_model_score("fraud", {"auc": 0.9, "accuracy": 0.95})
     hooks.on_drift("fraud")
+    hooks.on_labels_unmatched("fraud", "duplicate", 1)
     hooks.on_model_version("fraud", 3)
     hooks.on_checkpoint("fraud", time.time())
     hooks.on_ready(True)
