@@ -268,14 +268,15 @@ class Aggregator:
             if top is not None and top // width - horizon >= lo:
                 lo = top // width - horizon + 1  # only what the state still keeps
             s, head = w.summary(lo, k)
+            status = outcome[i]
             # The own bucket counts unless it holds a later event (or the event is replayed).
-            if head < 0 or k < lo or outcome[i] == REPLAYED or w.rows[head][1] > t:
+            if head < 0 or k < lo or status == REPLAYED or w.rows[head][1] > t:
                 h = empty
             else:
                 h = w.rows[head]
             for j, evaluate in evaluators:
                 out[j][i] = evaluate(s, h)
-            if outcome[i] == APPLIED:
+            if status == APPLIED:
                 w.add(t, values[i], codes[i], cap)
                 if (top is None or k > top // width) and w.keys[0] <= k - horizon:
                     w.evict_before(k - horizon + 1)

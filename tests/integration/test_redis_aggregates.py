@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import redis
 
+from connectors import redis_aggregates
 from connectors.redis_aggregates import AggregateStore
 from connectors.redis_store import connect
 from streamlearn.aggregates import REPLAYED, Aggregator
@@ -101,11 +102,16 @@ def test_missing_and_unreadable_states_start_afresh(store: AggregateStore) -> No
     assert store.discarded == 1
 
 
-def test_large_batches_go_in_chunks(store: AggregateStore, aggregator: Aggregator) -> None:
-    rows = [(f"c{i}", i, 1.0, "5411", i) for i in range(2500)]
+def test_large_batches_go_in_chunks(
+    store: AggregateStore, aggregator: Aggregator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rows = [(f"c{i}", i, 1.0, "5411", i) for i in range(2500)]  # more entities than a chunk
     batch(aggregator, store, rows)
+    monkeypatch.setattr(redis_aggregates, "_CHUNK_BYTES", 300)  # and more bytes than a chunk
+    batch(aggregator, store, [(f"c{i}", 10_000 + i, 1.0, "5812", 2500 + i) for i in range(5)])
     states = store.load([f"c{i}" for i in range(2500)])
-    assert all(states[f"c{i}"].newest_ts == i for i in range(2500))
+    assert all(states[f"c{i}"].newest_ts == i for i in range(5, 2500))
+    assert all(states[f"c{i}"].newest_ts == 10_000 + i for i in range(5))
 
 
 def test_a_server_that_went_away_is_worth_retrying() -> None:
