@@ -9,49 +9,34 @@ import uuid
 import orjson
 import redis
 
-from connectors.kafka import KafkaSink, ensure_topics, read_all
+from connectors.kafka import KafkaSink, end_offsets, ensure_topics, read_all
 from connectors.redis_checkpoints import RedisCheckpointStore
 from connectors.redis_store import PredictionStore
 from streamlearn.app import App
 from streamlearn.checkpoint import Checkpoint
-from streamlearn.config import AppConfig, parse_config
+from streamlearn.config import AppConfig
 from streamlearn.generators.fraud import FIELD_TYPES, FraudGenerator
+from tests.integration.settings import fraud_settings
 
 EVENTS = 3_000
 HORIZON_S = 3_600
 
 
 def settings(broker: str, redis_url: str, topic: str, prefix: str) -> AppConfig:
-    return parse_config(
-        {
-            "kafka": {
-                "bootstrap": broker,
-                "session_timeout_ms": 6000,
-                "heartbeat_interval_ms": 500,
-            },
-            "redis": {"url": redis_url, "prefix": prefix},
-            "metrics": {"port": 0},
-            "pipelines": [
-                {
-                    "name": "fraud",
-                    "source": {"topic": topic, "group": f"g-{topic}"},
-                    "schema": {"features": FIELD_TYPES},
-                    "model": {
-                        "estimator": "sklearn.linear_model.SGDClassifier",
-                        "params": {"loss": "log_loss", "alpha": 0.001},
-                    },
-                    "batching": {"min_size": 200, "max_size": 200},
-                    "checkpoint": {"interval_s": 3600, "lock_ttl_s": 2},
-                    "labels": {
-                        "topic": f"{topic}-labels",
-                        "id": "event_id",
-                        "target": "is_fraud",
-                        "horizon_s": HORIZON_S,
-                    },
-                }
-            ],
+    return fraud_settings(
+        broker,
+        redis_url,
+        topic,
+        prefix,
+        schema={"features": FIELD_TYPES},  # no target: labels come on their own topic
+        batching={"min_size": 200, "max_size": 200},
+        checkpoint={"interval_s": 3600, "lock_ttl_s": 2},
+        labels={
+            "topic": f"{topic}-labels",
+            "id": "event_id",
+            "target": "is_fraud",
+            "horizon_s": HORIZON_S,
         },
-        env={},
     )
 
 
@@ -99,9 +84,20 @@ def newest(redis_url: str, prefix: str) -> Checkpoint:
     return Checkpoint.from_fields(store.load(store.versions()[0]))
 
 
-def run(app: App, max_events: int) -> int:
+def run(app: App, max_events: int | None = None, until: dict | None = None) -> int:
+    """Run until ``max_events`` were consumed, or until everything up to ``until`` is learned
+    (a count would not do: a restart may read again what the first run had buffered)."""
     guard = threading.Timer(90, app.stop.set)
     guard.start()
+
+    def covered() -> None:
+        while not app.stop.wait(0.2):
+            learned = app.runners[0].learned_offsets if app.runners else {}
+            if until and all(learned.get(tp, 0) >= end for tp, end in until.items()):
+                app.stop.set()
+
+    if until is not None:
+        threading.Thread(target=covered, daemon=True).start()
     try:
         return app.run(max_events=max_events)["fraud"].learned
     finally:
@@ -115,8 +111,11 @@ def test_each_label_is_learned_once_across_a_restart(broker: str, redis_url: str
     config = settings(broker, redis_url, topic, prefix)
     with App(config) as first:
         learned_first = run(first, total // 2)
+    ends = {
+        (t, p): end for t in (topic, f"{topic}-labels") for p, end in end_offsets(broker, t).items()
+    }
     with App(config) as second:
-        learned_second = run(second, total - total // 2)
+        learned_second = run(second, until=ends)
         metrics = second.metrics
     assert learned_first + learned_second == counts["labelled"]
     assert newest(redis_url, prefix).learned == counts["labelled"]
