@@ -155,24 +155,46 @@ def query(
 
 @app.command()
 def demo(
-    events: Annotated[int, typer.Option(help="Events in the synthetic stream.")] = 100_000,
-    rate: Annotated[float, typer.Option(help="Events per second the generator produces.")] = 5_000,
-    drift_at: Annotated[int | None, typer.Option(help="Where the fraud pattern changes.")] = None,
+    task: Annotated[
+        str, typer.Option(help="fraud (card transactions) or retention (churn risk).")
+    ] = "fraud",
+    events: Annotated[
+        int | None,
+        typer.Option(
+            help="Events in the synthetic stream (default: fraud 100000, retention 150000)."
+        ),
+    ] = None,
+    rate: Annotated[
+        float | None,
+        typer.Option(
+            help="Events per second the generator produces (default: fraud 5000, retention 2000)."
+        ),
+    ] = None,
+    drift_at: Annotated[
+        int | None,
+        typer.Option(
+            help="Where the pattern changes (default: half-way for fraud, none for retention)."
+        ),
+    ] = None,
     metrics_port: Annotated[int, typer.Option(help="Port for /metrics (0 picks one).")] = 0,
     report: Annotated[Path, typer.Option(help="Where to write the JSON report.")] = Path(
         "streamlearn-report.json"
     ),
 ) -> None:
-    """Start a local broker and Redis, stream synthetic fraud events, and score them live."""
+    """Start a local broker and Redis, stream a synthetic workload, and score it live."""
     from streamlearn.demo import run_demo
+    from streamlearn.demo_tasks import demo_task
 
+    chosen = demo_task(task)
+    size = events if events is not None else chosen.events
     _logging("WARNING")
     # The broker is probed while it starts; its refused connections are expected noise.
     logging.getLogger("kafka").setLevel(logging.CRITICAL)
     run_demo(
-        events=events,
-        rate=rate,
-        drift_at=drift_at if drift_at is not None else events // 2,
+        task=chosen,
+        events=size,
+        rate=rate if rate is not None else chosen.rate,
+        drift_at=drift_at if drift_at is not None else chosen.drift_at(size),
         metrics_port=metrics_port,
         report_path=report,
         console=console,

@@ -1,50 +1,37 @@
 """``streamlearn demo``: the whole product on one machine with nothing else installed.
 
-Starts the embedded broker and Redis, streams synthetic fraud events into Kafka at a steady
-rate while the processor scores them, shows progress live, and leaves a JSON report.
+Starts the embedded broker and Redis, streams a synthetic workload (fraud transactions, or
+customer activity with churn labels 30 days later) into Kafka at a steady rate while the
+processor scores it, shows progress live, and leaves a JSON report. What differs per task is
+in :mod:`streamlearn.demo_tasks`.
 """
 
 from __future__ import annotations
 
-import importlib.resources
 import logging
 import multiprocessing
 import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import orjson
-import yaml
 from rich.console import Console
 from rich.live import Live
-from rich.table import Table
 
-from streamlearn.config import AppConfig, parse_config
+from streamlearn.config import AppConfig
+from streamlearn.demo_tasks import DemoProgress, DemoTask, demo_config, ms, progress_table
 from streamlearn.errors import StreamlearnError
-from streamlearn.progress import ProgressHooks, ProgressSnapshot
 
-
-def demo_config(bootstrap: str, redis_url: str, metrics_port: int) -> AppConfig:
-    """The packaged fraud configuration, pointed at the embedded services."""
-    text = importlib.resources.files("streamlearn.tasks").joinpath("fraud.yaml").read_text()
-    data = yaml.safe_load(text)
-    data["kafka"] = {
-        **data.get("kafka", {}),
-        "bootstrap": bootstrap,
-        "session_timeout_ms": 6000,
-        "heartbeat_interval_ms": 500,
-    }
-    data["redis"] = {**data.get("redis", {}), "url": redis_url}
-    data["metrics"] = {"host": "127.0.0.1", "port": metrics_port}
-    return parse_config(data, env={})
+__all__ = ["run_demo"]
 
 
 def run_demo(
     *,
+    task: DemoTask,
     events: int,
     rate: float,
     drift_at: int | None,
@@ -59,34 +46,33 @@ def run_demo(
     port = metrics_port or free_port()
     console.print("starting the embedded Kafka-compatible broker (Tansu) and Redis ...")
     with EmbeddedBroker() as broker, EmbeddedRedis() as redis_server:
-        config = demo_config(broker.bootstrap, redis_server.url, port)
-        progress = ProgressHooks()
+        config = demo_config(task, broker.bootstrap, redis_server.url, port)
+        progress = DemoProgress()
         app = App(config, observers=(progress,))
         console.print(
             f"broker {broker.bootstrap}, redis {redis_server.url}, "
             f"metrics http://127.0.0.1:{port}/metrics"
         )
-        # Every message produced is consumed: valid events plus one malformed per 1000.
-        total = events + events // 1000
-        processor = _Worker("processor", lambda: app.run(max_events=total), app.stop)
-        generator = _Worker(
-            "generator", lambda: _generate(broker.bootstrap, events, rate, drift_at, app), app.stop
-        )  # supervises a generator process, so producing does not share the processor's GIL
+        stream = _Stream(broker.bootstrap, task, events, rate, drift_at, _topics(config))
+        stream.create_topics()
+        # The processor runs until it has consumed every message the generator wrote.
+        processor = _Worker("processor", app.run, app.stop)
+        generator = _Worker("generator", lambda: stream.produce(app.stop), app.stop)
         started = time.monotonic()
         with stop_on_signals(app.stop):
             processor.start()
             _wait_until_ready(progress, processor)
             generator.start()
-            _watch(progress, processor, console, total)
+            _watch(task, progress, processor, stream, app.stop, console)
         app.close()
         for worker in (processor, generator):
             worker.join(timeout=30)
             if worker.error is not None:
                 raise worker.error
-        report = _report(progress, events, rate, time.monotonic() - started)
+        report = _report(task, progress, stream, time.monotonic() - started)
         report_path.write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2))
-        _summary(console, report, report_path)
-        _show_prediction(console, config)
+        _summary(console, task, report, report_path)
+        _show_prediction(console, config, task)
         return report
 
 
@@ -107,41 +93,87 @@ class _Worker(threading.Thread):
             self.stop_all.set()
 
 
-def _generate(bootstrap: str, events: int, rate: float, drift_at: int | None, app: Any) -> None:
-    context = multiprocessing.get_context("spawn")
-    process = context.Process(
-        target=_produce, args=(bootstrap, events, rate, drift_at), name="generator", daemon=True
-    )
-    process.start()
-    while process.is_alive():
-        process.join(timeout=0.2)
-        if app.stop.is_set():
-            process.terminate()
-            process.join(timeout=5)
-            return
-    if process.exitcode != 0:
-        raise StreamlearnError(f"the event generator failed (exit code {process.exitcode})")
+class _Stream:
+    """The generated stream: produced by a child process, then counted on the broker.
+
+    ``total`` (the messages on the pipeline's topics: events, labels, malformed ones) is known
+    once the generator is done; the processor is stopped when it has consumed that many.
+    """
+
+    def __init__(
+        self,
+        bootstrap: str,
+        task: DemoTask,
+        events: int,
+        rate: float,
+        drift_at: int | None,
+        topics: list[str],
+    ) -> None:
+        self.bootstrap = bootstrap
+        self.partitions = task.partitions
+        self.args = (bootstrap, task.name, events, rate, drift_at, task.partitions, task.options)
+        self.events, self.rate = events, rate
+        self.topics = topics
+        self.total: int | None = None
+
+    def create_topics(self) -> None:
+        from connectors.kafka import ensure_topics
+
+        events, *labels = self.topics
+        ensure_topics(self.bootstrap, [events], partitions=self.partitions)
+        ensure_topics(self.bootstrap, labels)
+
+    def produce(self, stop: threading.Event) -> None:
+        # A process of its own, so producing does not share the processor's GIL.
+        context = multiprocessing.get_context("spawn")
+        process = context.Process(target=_produce, args=self.args, name="generator", daemon=True)
+        process.start()
+        while process.is_alive():
+            process.join(timeout=0.2)
+            if stop.is_set():
+                process.terminate()
+                process.join(timeout=5)
+                return
+        if process.exitcode != 0:
+            raise StreamlearnError(f"the event generator failed (exit code {process.exitcode})")
+        from connectors.kafka import end_offsets
+
+        self.total = sum(sum(end_offsets(self.bootstrap, t).values()) for t in self.topics)
 
 
-def _produce(bootstrap: str, events: int, rate: float, drift_at: int | None) -> None:
+def _topics(config: AppConfig) -> list[str]:
+    pipeline = config.pipelines[0]
+    return [pipeline.source.topic] + ([pipeline.labels.topic] if pipeline.labels else [])
+
+
+def _produce(
+    bootstrap: str,
+    task: str,
+    events: int,
+    rate: float,
+    drift_at: int | None,
+    partitions: int,
+    options: Mapping[str, Any],
+) -> None:
     from streamlearn.workloads import produce_workload
 
     # Ctrl-C is the demo's to handle: it stops this process once the processor has stopped.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     logging.getLogger("kafka").setLevel(logging.CRITICAL)
     produce_workload(
-        "fraud",
+        task,
         events=events,
         bootstrap=bootstrap,
         rate=rate,
         seed=7,
         drift_at=drift_at,
-        partitions=2,
+        partitions=partitions,
         malformed_every=1000,
+        options=options,
     )
 
 
-def _wait_until_ready(progress: ProgressHooks, processor: threading.Thread) -> None:
+def _wait_until_ready(progress: DemoProgress, processor: threading.Thread) -> None:
     # Start producing once the processor holds its partitions, so the latency the demo
     # reports is the processor's, not the consumer group's start-up.
     deadline = time.monotonic() + 60
@@ -149,60 +181,77 @@ def _wait_until_ready(progress: ProgressHooks, processor: threading.Thread) -> N
         time.sleep(0.1)
 
 
-def _watch(progress: ProgressHooks, runner: threading.Thread, console: Console, total: int) -> None:
-    with Live(_table(progress.snapshot(), total), console=console, refresh_per_second=4) as live:
+def _watch(
+    task: DemoTask,
+    progress: DemoProgress,
+    runner: threading.Thread,
+    stream: _Stream,
+    stop: threading.Event,
+    console: Console,
+) -> None:
+    def table() -> Any:
+        return progress_table(task, progress.snapshot(), progress.unmatched, stream.total)
+
+    with Live(table(), console=console, refresh_per_second=4) as live:
         while runner.is_alive():
             runner.join(timeout=0.25)
-            live.update(_table(progress.snapshot(), total))
+            if stream.total is not None and progress.consumed >= stream.total:
+                stop.set()  # all consumed: the processor finishes what it holds and stops
+            live.update(table())
 
 
-def _table(s: ProgressSnapshot, total: int) -> Table:
-    table = Table(title="streamlearn demo: fraud scoring", show_header=False)
-    table.add_row("events consumed", f"{s.consumed:,} / {total:,}")
-    table.add_row("events/s", f"{s.events_per_s:,.0f}")
-    table.add_row("predictions written", f"{s.predicted:,}")
-    table.add_row("dead-lettered", f"{s.invalid:,}")
-    table.add_row("batch size", f"{s.batch_size}")
-    table.add_row("p50 / p99 latency", f"{_ms(s.p50_ms)} / {_ms(s.p99_ms)}")
-    auc = s.scores.get("auc")
-    table.add_row("rolling AUC", "-" if auc is None else f"{auc:.3f}")
-    table.add_row("drift detected", str(s.drifts))
-    return table
-
-
-def _ms(value: float | None) -> str:
-    return "-" if value is None else f"{value:.1f} ms"
-
-
-def _report(progress: ProgressHooks, events: int, rate: float, wall_s: float) -> dict[str, Any]:
+def _report(
+    task: DemoTask, progress: DemoProgress, stream: _Stream, wall_s: float
+) -> dict[str, Any]:
     s = progress.snapshot()
-    return {
-        "events_generated": events,
-        "generator_rate": rate,
+    report: dict[str, Any] = {
+        "task": task.name,
+        "events_generated": stream.events,
+        "generator_rate": stream.rate,
+        "messages_total": stream.total,
         "wall_seconds": round(wall_s, 2),
         "invalid_by_reason": dict(progress.invalid_by_reason),
-        **asdict(s),
     }
+    if task.labels_apart:
+        report["labels_unmatched_by_reason"] = dict(progress.unmatched_by_reason)
+    return {**report, **asdict(s)}
 
 
-def _summary(console: Console, report: dict[str, Any], path: Path) -> None:
+def _summary(console: Console, task: DemoTask, report: dict[str, Any], path: Path) -> None:
+    auc = report["scores"].get("auc", float("nan"))
+    if task.labels_apart:
+        unmatched = sum(report["labels_unmatched_by_reason"].values())
+        done = (
+            f"{report['predicted']:,} predictions, {report['learned']:,} labels learned, "
+            f"{unmatched:,} unmatched, {report['invalid']:,} dead-lettered, "
+            f"{report['events_per_s']:,.0f} messages/s"
+        )
+    else:
+        done = (
+            f"{report['predicted']:,} predictions, {report['invalid']:,} dead-lettered, "
+            f"{report['events_per_s']:,.0f} events/s"
+        )
     console.print(
-        f"\n[bold]done[/]: {report['predicted']:,} predictions, {report['invalid']:,} "
-        f"dead-lettered, {report['events_per_s']:,.0f} events/s, p99 latency "
-        f"{_ms(report['p99_ms'])}, rolling AUC {report['scores'].get('auc', float('nan')):.3f}"
+        f"\n[bold]done[/]: {done}, p99 latency {ms(report['p99_ms'])}, rolling AUC {auc:.3f}"
     )
     console.print(f"report written to {path}")
     console.print(
         "against your own Redis: STREAMLEARN_REDIS_URL=redis://HOST:6379/0 "
-        "streamlearn query fraud card-00001"
+        f"streamlearn query {task.name} {task.entity}"
     )
 
 
-def _show_prediction(console: Console, config: AppConfig) -> None:
+def _show_prediction(console: Console, config: AppConfig, task: DemoTask) -> None:
     from connectors.redis_store import PredictionStore, connect
 
     client = connect(config.redis.url, timeout_s=5)
-    store = PredictionStore(client, config.redis.prefix, "fraud", ttl_s=0)
-    entity = "card-00001"
-    found = store.read(entity)
-    console.print(f"`streamlearn query fraud {entity}` gave: {found}")
+    pipeline = config.pipelines[0].name
+    store = PredictionStore(client, config.redis.prefix, pipeline, ttl_s=0)
+    entity, found = task.entity, store.read(task.entity)
+    if found is None:  # a small stream may not reach that one: show any entity scored
+        keys = client.scan_iter(match=f"{config.redis.prefix}:{pipeline}:pred:*", count=100)
+        for key in keys:
+            entity = key.decode().rsplit(":pred:", 1)[1]
+            found = store.read(entity)
+            break
+    console.print(f"`streamlearn query {pipeline} {entity}` gave: {found}")
