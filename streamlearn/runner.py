@@ -175,6 +175,8 @@ class PipelineRunner:
                 self._process(self._buffer.take(size), trigger, stop)
             self._report_lag()
             self._adopt_requested_model()
+            if trigger is None:
+                self._settle()  # idle: the last batches still get their checkpoint and commit
 
     def _fill(self, max_events: int | None) -> None:
         buffered = len(self._buffer)
