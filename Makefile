@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint unit integration bench clean
+.PHONY: demo test lint unit integration faults bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +33,9 @@ unit: $(VENV)/.installed-dev
 
 integration: $(VENV)/.installed-dev
 	$(BIN)/python -m pytest -m integration
+
+faults: $(VENV)/.installed-dev
+	STREAMLEARN_FAULT_SEEDS=all $(BIN)/python -m pytest tests/integration/test_crash_recovery.py -s
 
 bench: $(VENV)/.installed-dev
 	$(BIN)/python -m benchmarks.harness

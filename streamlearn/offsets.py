@@ -268,5 +268,6 @@ class OffsetLedger:
         except StreamlearnError as exc:
             # The checkpoint already covers these offsets; a later commit will carry them.
             log.warning("%s: commit failed (%s); the checkpoint covers it", self.name, exc)
+            self._uncommitted = True  # tried again at the next settle, even when idle
             return
         self.committed.update(ahead)

@@ -10,6 +10,7 @@ prints one line of figures (``pytest -s`` shows them); a failure also prints the
 
 from __future__ import annotations
 
+import os
 import random
 import time
 import uuid
@@ -70,7 +71,11 @@ def contract_failures(outcome: Outcome, drained: Drain, exit_code: int | None) -
     return "; ".join(failures)
 
 
-@pytest.mark.parametrize("seed", [11, 23, 37])
+# More kill schedules: STREAMLEARN_FAULT_SEEDS=all (each case takes one to two minutes).
+ALL_SEEDS = os.environ.get("STREAMLEARN_FAULT_SEEDS") == "all"
+
+
+@pytest.mark.parametrize("seed", [11, 23, 37] if ALL_SEEDS else [11])
 def test_sigkill_storm_loses_nothing_and_learns_each_event_once(
     tmp_path: Path, broker: str, redis_url: str, topic: str, seed: int
 ) -> None:
@@ -116,7 +121,7 @@ def wait_for_predictions(client: redis.Redis, prefix: str, timeout_s: float = 60
         time.sleep(0.2)
 
 
-@pytest.mark.parametrize("seed", [5, 6])
+@pytest.mark.parametrize("seed", [5, 6] if ALL_SEEDS else [6])
 def test_rebalance_storm_with_frozen_redis_loses_nothing_and_learns_each_event_once(
     tmp_path: Path, broker: str, topic: str, seed: int
 ) -> None:
