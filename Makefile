@@ -40,5 +40,10 @@ faults: $(VENV)/.installed-dev
 bench: $(VENV)/.installed-dev
 	$(BIN)/python -m benchmarks.harness
 
+# Issue 7's retention figures (~8 minutes; add ARGS=--profile for where the time goes, ~3 more).
+.PHONY: bench-retention
+bench-retention: $(VENV)/.installed-dev
+	$(BIN)/python -m benchmarks.retention $(ARGS)
+
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -13,12 +13,12 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from connectors.kafka import KafkaSink
-from streamlearn.app import App
+from streamlearn.app import App, Readiness
 from streamlearn.config import PipelineConfig
 from streamlearn.evaluation import PrequentialEvaluator
 from streamlearn.hooks import PipelineHooks
 from streamlearn.runner import PipelineRunner
+from streamlearn.tasks.classification import ClassificationTask
 
 
 class RecordingHooks(PipelineHooks):
@@ -106,9 +106,11 @@ class RecordingEvaluator(PrequentialEvaluator):
 class BenchmarkApp(App):
     """The real :class:`App`, with a recording evaluator put into each pipeline it builds."""
 
-    def _runner(self, config: PipelineConfig, producer: KafkaSink) -> PipelineRunner:
-        runner = super()._runner(config, producer)
+    def _runner(self, config: PipelineConfig, readiness: Readiness) -> PipelineRunner:
+        runner = super()._runner(config, readiness)
         evaluator = RecordingEvaluator(threshold=config.model.threshold)
+        if not isinstance(runner.pipeline, ClassificationTask):
+            raise TypeError(f"pipeline {config.name!r}: the fraud benchmark records classification")
         runner.pipeline.evaluator = evaluator
         self.evaluators = getattr(self, "evaluators", {})
         self.evaluators[config.name] = evaluator

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from streamlearn.config import AppConfig, parse_config
-from streamlearn.demo import demo_config
+from streamlearn.demo_tasks import DEMO_TASKS, demo_config
 
 LATENCY_TARGET_MS = 100.0
 
@@ -49,7 +49,8 @@ def variant_config(variant: Variant, bootstrap: str, redis_url: str, topic: str)
     >>> b.min_size, b.max_size, b.latency_target_ms, cfg.pipelines[0].source.group
     (32, 32, 100.0, 't-1')
     """
-    base = demo_config(bootstrap, redis_url, metrics_port=0).model_dump(by_alias=True)
+    fraud = demo_config(DEMO_TASKS["fraud"], bootstrap, redis_url, metrics_port=0)
+    base = fraud.model_dump(by_alias=True)
     pipeline = base["pipelines"][0]
     pipeline["source"] = {**pipeline["source"], "topic": topic, "group": topic}
     pipeline["outputs"] = {**pipeline["outputs"], "dead_letter_topic": f"{topic}.dlq"}
