@@ -118,7 +118,10 @@ class ClassificationTask:
             if config.schema_.aggregates
             else None
         )
-        self.watermark_ms = 0  # the newest event time seen: when early labels expire
+        # The newest event time seen per events partition; early labels expire at the least of
+        # them, so a partition that lags behind the others does not lose its labels.
+        self.partition_times: dict[int, int] = {}
+        self.watermark_ms = 0
 
     def fresh_model(self) -> BatchModel:
         """A new, untrained model as configured."""
@@ -155,10 +158,23 @@ class ClassificationTask:
         if self.delayed is not None:
             names = self.entity_features.names if self.entity_features is not None else []
             scored.pending = self.delayed.pending(raw, decoded, scores, names)
-            if len(decoded):
-                self.watermark_ms = max(self.watermark_ms, int(decoded.timestamps_ms.max()))
+            self.watermark_ms = self._advance_watermark(raw, decoded.index, decoded.timestamps_ms)
             scored.watermark_ms = self.watermark_ms
         return scored
+
+    def _advance_watermark(self, raw: RawBatch, rows: np.ndarray, times_ms: np.ndarray) -> int:
+        """Event time up to which every events partition seen has got: the least of their maxima.
+
+        It never goes backwards. A partition that stops sending holds it back, so labels whose
+        event never came then expire late rather than early (none is lost).
+        """
+        partitions = np.asarray(raw.partitions, dtype=np.int64)[rows]
+        for partition in np.unique(partitions).tolist():
+            newest = int(times_ms[partitions == partition].max())
+            self.partition_times[partition] = max(self.partition_times.get(partition, 0), newest)
+        if not self.partition_times:
+            return self.watermark_ms
+        return max(self.watermark_ms, min(self.partition_times.values()))
 
     @property
     def model_version(self) -> int:
@@ -177,6 +193,7 @@ class ClassificationTask:
             "drift": self.drift,
             "challenger": self.challenger,
             "watermark_ms": self.watermark_ms,
+            "partition_times": dict(self.partition_times),
         }
 
     def load_snapshot(self, state: dict[str, Any]) -> None:
@@ -186,6 +203,7 @@ class ClassificationTask:
         self.drift = state.get("drift", self.drift)
         self.challenger = state.get("challenger")
         self.watermark_ms = state.get("watermark_ms", 0)
+        self.partition_times = dict(state.get("partition_times", {}))
 
     def learn(self, scored: ScoredBatch, keep: np.ndarray | None = None) -> LearnOutcome:
         """Evaluate the served scores against the labels, then learn from the labelled events.
