@@ -14,15 +14,21 @@ import orjson
 from streamlearn.errors import ConfigError, StreamlearnError
 
 if TYPE_CHECKING:
+    from streamlearn.generators.recommendation import RecommendationGenerator
     from streamlearn.generators.retention import RetentionGenerator
 
-TASK_TOPICS = {"fraud": "transactions", "retention": "customer-activity"}
+TASK_TOPICS = {
+    "fraud": "transactions",
+    "retention": "customer-activity",
+    "recommendation": "interactions",
+}
 LABEL_TOPICS = {"retention": "churn-labels"}  # tasks whose labels come later, on their own topic
-TASK_EVENTS = {"fraud": 10_000, "retention": 2_000_000}  # default --events
+TASK_EVENTS = {"fraud": 10_000, "retention": 2_000_000, "recommendation": 500_000}  # --events
 # The generator options each task takes beyond seed, drift and size (keyword names).
 TASK_OPTIONS: dict[str, tuple[str, ...]] = {
     "fraud": (),
     "retention": ("customers", "label_fraction", "label_delay_days"),
+    "recommendation": ("users", "items"),
 }
 
 Message = tuple[str, str, dict[str, Any], int | None]
@@ -58,6 +64,8 @@ def task_events(
         return FraudGenerator(seed=seed, drift_at=drift_at, rate=rate or 1000.0).events
     if task == "retention":
         return _retention(seed, drift_at, events, options).events
+    if task == "recommendation":
+        return _recommendation(seed, drift_at, options).events
     raise ConfigError(f"unknown task {task!r}; known tasks: {', '.join(TASK_TOPICS)}")
 
 
@@ -80,6 +88,8 @@ def task_messages(
     """
     if task == "retention":
         return _retention(seed, drift_at, events, options).messages
+    if task == "recommendation":
+        return _recommendation(seed, drift_at, options).messages
     events_of = task_events(task, seed=seed, drift_at=drift_at, rate=rate, options=options)
 
     def messages(n: int) -> Iterator[Message]:
@@ -101,6 +111,18 @@ def _retention(
         )
     except ValueError as error:
         raise ConfigError(f"retention generator: {error}") from error
+
+
+def _recommendation(
+    seed: int, drift_at: int | None, options: Mapping[str, Any] | None
+) -> RecommendationGenerator:
+    from streamlearn.generators.recommendation import RecommendationGenerator
+
+    chosen = _check_options("recommendation", options)
+    try:
+        return RecommendationGenerator(seed=seed, drift_at=drift_at, **chosen)
+    except ValueError as error:
+        raise ConfigError(f"recommendation generator: {error}") from error
 
 
 def _flag(option: str) -> str:
@@ -154,8 +176,8 @@ def produce_workload(
     """Send ``events`` events of ``task`` (plus one malformed message every ``malformed_every``).
 
     Tasks whose labels come later (retention) also send those labels, in event-time order, to
-    ``labels_topic``; they are not counted in the events returned. Their messages carry their
-    event time (a label: the time it became known) as the Kafka timestamp.
+    ``labels_topic``; they are not counted in the events returned. Retention and recommendation
+    messages carry their event time (a label: the time it became known) as the Kafka timestamp.
     """
     from connectors.kafka import KafkaSink, ensure_topics, wait_for_broker
 

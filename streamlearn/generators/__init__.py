@@ -4,5 +4,6 @@ The ``streamlearn generate`` command and the demo send these to Kafka; tests use
 """
 
 from streamlearn.generators.fraud import FraudGenerator, fraud_events
+from streamlearn.generators.recommendation import RecommendationGenerator, recommendation_events
 
-__all__ = ["FraudGenerator", "fraud_events"]
+__all__ = ["FraudGenerator", "RecommendationGenerator", "fraud_events", "recommendation_events"]
