@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import signal
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from types import FrameType
@@ -33,7 +33,9 @@ from streamlearn.errors import StreamlearnError
 from streamlearn.health import HealthMonitor
 from streamlearn.hooks import FanOutHooks, PipelineHooks
 from streamlearn.runner import PipelineRunner, RunStats
+from streamlearn.state_cache import CachedStateStore
 from streamlearn.tasks import Task, build_task
+from streamlearn.tasks.entity_features import StateStore
 
 log = logging.getLogger(__name__)
 
@@ -162,6 +164,8 @@ class App:
         )
         source.on_assign = runner.assigned
         source.on_revoke = runner.revoke
+        if isinstance(outputs.states, CachedStateStore):
+            _also_on_moves(source, outputs.states.moved)
         return runner
 
     def _source(self, config: PipelineConfig) -> KafkaSource:
@@ -181,17 +185,19 @@ class App:
 
     def _entity_states(
         self, config: PipelineConfig, task: Task, client: Redis
-    ) -> AggregateStore | None:
-        # Per-entity aggregate state lives in Redis, so a partition can move between processes.
+    ) -> CachedStateStore | None:
+        # Per-entity aggregate state lives in Redis, so a partition can move between processes;
+        # what this process wrote is read back from memory while it owns the partition.
         features = getattr(task, "entity_features", None)
         if features is None:
             return None
         ttl_s = features.aggregator.state_ttl_s
-        features.store = AggregateStore(client, self.config.redis.prefix, config.name, ttl_s)
+        stored = AggregateStore(client, self.config.redis.prefix, config.name, ttl_s)
+        features.store = CachedStateStore(stored, ttl_s)
         return features.store
 
     def _outputs(
-        self, config: PipelineConfig, client: Redis, states: AggregateStore | None = None
+        self, config: PipelineConfig, client: Redis, states: StateStore | None = None
     ) -> BatchOutputs:
         # One producer per pipeline: a flush then waits for, and reports, only its own messages.
         kafka = self.config.kafka
@@ -393,3 +399,20 @@ def stop_on_signals(stop: threading.Event) -> Iterator[None]:
     finally:
         for s, h in previous.items():
             signal.signal(s, h)
+
+
+def _also_on_moves(source: KafkaSource, moved: Callable[[list[tuple[str, int]]], None]) -> None:
+    """Tell ``moved`` of every partition assigned or revoked, before the source's own hooks."""
+    assigned, revoked = source.on_assign, source.on_revoke
+
+    def on_assign(partitions: list[tuple[str, int]]) -> None:
+        moved(partitions)
+        if assigned is not None:
+            assigned(partitions)
+
+    def on_revoke(partitions: list[tuple[str, int]]) -> None:
+        moved(partitions)
+        if revoked is not None:
+            revoked(partitions)
+
+    source.on_assign, source.on_revoke = on_assign, on_revoke
