@@ -69,10 +69,15 @@ def check(config: ConfigPath) -> None:
 
 @app.command()
 def generate(
-    task: Annotated[str, typer.Argument(help="Which synthetic stream: fraud or retention.")],
+    task: Annotated[
+        str, typer.Argument(help="Which synthetic stream: fraud, retention or recommendation.")
+    ],
     events: Annotated[
         int | None,
-        typer.Option(help="How many events to write (default: fraud 10000, retention 2000000)."),
+        typer.Option(
+            help="How many events to write "
+            "(default: fraud 10000, retention 2000000, recommendation 500000)."
+        ),
     ] = None,
     rate: Annotated[
         float | None, typer.Option(help="Events per second (default: as fast as possible).")
@@ -83,7 +88,9 @@ def generate(
     ] = None,
     topic: Annotated[
         str | None,
-        typer.Option(help="Events topic (default: transactions, or customer-activity)."),
+        typer.Option(
+            help="Events topic (default: transactions, customer-activity, or interactions)."
+        ),
     ] = None,
     labels_topic: Annotated[
         str | None, typer.Option(help="Retention: topic for the churn labels (churn-labels).")
@@ -98,6 +105,12 @@ def generate(
     label_fraction: Annotated[
         float | None, typer.Option(help="Retention: share of events that get a label (0.2).")
     ] = None,
+    users: Annotated[
+        int | None, typer.Option(help="Recommendation: how many users (100000).")
+    ] = None,
+    items: Annotated[
+        int | None, typer.Option(help="Recommendation: how many items in the catalogue (20000).")
+    ] = None,
     bootstrap: Annotated[str | None, typer.Option(help="Kafka bootstrap servers.")] = None,
     partitions: Annotated[int, typer.Option(help="Partitions if the topic is created.")] = 1,
 ) -> None:
@@ -105,7 +118,9 @@ def generate(
 
     retention writes customer activity keyed by customer id, about 120 days of event time,
     and a churn label for a sample of events, each sent once known: label-delay-days of event
-    time later. A message's Kafka timestamp is its event time (a label's: when it is known).
+    time later. recommendation writes user-item interactions (view, cart, purchase, rating)
+    keyed by user id, about 100000 a day of event time; drift-at rotates every user's tastes.
+    A message's Kafka timestamp is its event time (a label's: when it is known).
     """
     from streamlearn.workloads import TASK_EVENTS, TASK_TOPICS, produce_workload
 
@@ -114,6 +129,8 @@ def generate(
         "customers": customers,
         "label_delay_days": label_delay_days,
         "label_fraction": label_fraction,
+        "users": users,
+        "items": items,
     }
     sent = produce_workload(
         task,
