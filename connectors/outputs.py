@@ -7,41 +7,15 @@ all of it is durable, or raises.
 
 from __future__ import annotations
 
-from typing import Protocol
-
 import orjson
 
+from connectors.dead_letters import DeadLetters, MessageSink
 from connectors.redis_store import PredictionColumns, PredictionStore
 from streamlearn.batch import RawBatch
 from streamlearn.labels import ArrivedLabels, Exchange, LabelStore
 from streamlearn.rejections import Rejection
 from streamlearn.tasks.classification import ScoredBatch
 from streamlearn.tasks.entity_features import StateStore
-
-# The original bytes of a dead letter are kept up to this size (then cut, with a header saying so).
-MAX_DEAD_LETTER_BYTES = 512 * 1024
-
-
-class MessageSink(Protocol):
-    """A producer of Kafka messages."""
-
-    def send(
-        self,
-        topic: str,
-        value: bytes,
-        key: bytes | None = None,
-        headers: list[tuple[str, bytes]] | None = None,
-    ) -> None:
-        """Queue one message."""
-        ...
-
-    def flush(self, timeout_s: float = 30.0) -> None:
-        """Block until every queued message is acknowledged, or raise."""
-        ...
-
-    def close(self) -> None:
-        """Deliver what is queued and disconnect."""
-        ...
 
 
 class BatchOutputs:
@@ -64,6 +38,7 @@ class BatchOutputs:
         self.predictions_topic = predictions_topic
         self.labels = labels
         self.states = states
+        self.dead_letters = DeadLetters(producer, dead_letter_topic, pipeline)
 
     def write(self, scored: ScoredBatch) -> None:
         """Write all outputs of ``scored`` durably.
@@ -82,7 +57,7 @@ class BatchOutputs:
             )
             done.add("labels")
         if "queued" not in done:
-            self._send_dead_letters(scored.raw, scored.rejected)
+            self.dead_letters.send(scored.raw, scored.rejected)
             if scored.exchange is not None:
                 self._send_unmatched(scored.raw, scored.exchange)
             if self.predictions_topic and len(scored.decoded):
@@ -100,34 +75,15 @@ class BatchOutputs:
         """Deliver what is queued and disconnect the producer."""
         self.producer.close()
 
-    def _send_dead_letters(self, raw: RawBatch, rejections: list[Rejection]) -> None:
-        for rejection in rejections:
-            i = rejection.index
-            source = f"{raw.topics[i]}/{raw.partitions[i]}/{raw.offsets[i]}"
-            self._dead_letter(raw.values[i] or b"", raw.keys[i], rejection, source)
-
     def _send_unmatched(self, raw: RawBatch, exchange: Exchange) -> None:
         # Label messages of this batch that matched nothing, and earlier ones that expired.
-        self._send_dead_letters(raw, exchange.unmatched)
+        self.dead_letters.send(raw, exchange.unmatched)
         for label in exchange.expired:
             detail = f"no event {label.event_id!r} arrived within labels.horizon_s of its label"
             rejection = Rejection(-1, "unknown_event", detail)
-            self._dead_letter(label.value, label.event_id.encode(), rejection, label.source)
-
-    def _dead_letter(
-        self, value: bytes, key: bytes | None, rejection: Rejection, source: str
-    ) -> None:
-        headers = [
-            ("reason", rejection.reason.encode()),
-            ("detail", rejection.detail.encode()),
-            ("source", source.encode()),
-            ("pipeline", self.pipeline.encode()),
-        ]
-        if len(value) > MAX_DEAD_LETTER_BYTES:
-            # A message near the broker's size limit would not fit again with headers.
-            headers.append(("truncated_from", str(len(value)).encode()))
-            value = value[:MAX_DEAD_LETTER_BYTES]
-        self.producer.send(self.dead_letter_topic, value, key=key, headers=headers)
+            self.dead_letters.send_one(
+                label.value, label.event_id.encode(), rejection, label.source
+            )
 
     def _send_predictions(self, scored: ScoredBatch) -> None:
         d = scored.decoded

@@ -14,8 +14,8 @@ import redis
 from hypothesis import HealthCheck, Phase, given, seed, settings
 from hypothesis import strategies as st
 
+from connectors.dead_letters import MAX_DEAD_LETTER_BYTES
 from connectors.kafka import KafkaSink, committed_offsets, ensure_topics, read_all
-from connectors.outputs import MAX_DEAD_LETTER_BYTES
 from connectors.redis_store import PredictionStore
 from streamlearn.app import App
 from streamlearn.generators.fraud import FIELD_TYPES, FraudGenerator
