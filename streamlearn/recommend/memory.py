@@ -6,8 +6,6 @@ Both forget the least recently active entry once full, so memory never grows pas
 from __future__ import annotations
 
 from collections import OrderedDict
-from dataclasses import dataclass
-
 import numpy as np
 
 FIRST_CAPACITY = 64  # arrays start this small and double up to the cap
@@ -99,32 +97,6 @@ class ItemCatalogue:
         if self.evicted:
             np.add.at(self.generation, np.array(self.evicted), 1)
         return slots
-
-
-@dataclass(slots=True)
-class Contexts:
-    """Per query, the weighted recent items it is scored from and the items it must not show.
-
-    ``slots[ptr[q]:ptr[q+1]]`` (oldest first) with ``weights`` is query q's context;
-    ``excluded[ex_ptr[q]:ex_ptr[q+1]]`` its excluded slots. Unknown items are left out.
-    """
-
-    ptr: np.ndarray
-    slots: np.ndarray
-    weights: np.ndarray
-    ex_ptr: np.ndarray
-    excluded: np.ndarray
-
-    def __len__(self) -> int:
-        return len(self.ptr) - 1
-
-    def rows(self) -> np.ndarray:
-        """The query each context entry belongs to."""
-        return np.repeat(np.arange(len(self)), np.diff(self.ptr))
-
-    def excluded_rows(self) -> np.ndarray:
-        """The query each excluded slot belongs to."""
-        return np.repeat(np.arange(len(self)), np.diff(self.ex_ptr))
 
 
 class UserHistories:
