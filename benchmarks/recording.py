@@ -14,7 +14,7 @@ from collections.abc import Mapping
 import numpy as np
 
 from streamlearn.app import App, Readiness
-from streamlearn.config import PipelineConfig
+from streamlearn.config import PipelineCommon, PipelineConfig
 from streamlearn.evaluation import PrequentialEvaluator
 from streamlearn.hooks import PipelineHooks
 from streamlearn.runner import PipelineRunner
@@ -106,11 +106,13 @@ class RecordingEvaluator(PrequentialEvaluator):
 class BenchmarkApp(App):
     """The real :class:`App`, with a recording evaluator put into each pipeline it builds."""
 
-    def _runner(self, config: PipelineConfig, readiness: Readiness) -> PipelineRunner:
+    def _runner(self, config: PipelineCommon, readiness: Readiness) -> PipelineRunner:
         runner = super()._runner(config, readiness)
-        evaluator = RecordingEvaluator(threshold=config.model.threshold)
-        if not isinstance(runner.pipeline, ClassificationTask):
+        if not isinstance(config, PipelineConfig) or not isinstance(
+            runner.pipeline, ClassificationTask
+        ):
             raise TypeError(f"pipeline {config.name!r}: the fraud benchmark records classification")
+        evaluator = RecordingEvaluator(threshold=config.model.threshold)
         runner.pipeline.evaluator = evaluator
         self.evaluators = getattr(self, "evaluators", {})
         self.evaluators[config.name] = evaluator

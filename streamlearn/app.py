@@ -21,14 +21,21 @@ from connectors.kafka import KafkaSink, KafkaSource, ensure_topics, wait_for_bro
 from connectors.metrics_server import MetricsServer
 from connectors.outputs import BatchOutputs
 from connectors.prometheus import PrometheusHooks
+from connectors.recommendation_outputs import RecommendationOutputs
 from connectors.redis_aggregates import AggregateStore
 from connectors.redis_checkpoints import RedisCheckpointStore
 from connectors.redis_labels import RedisLabelStore
 from connectors.redis_lock import ReplicaLock
+from connectors.redis_recs import RecommendationStore
 from connectors.redis_store import PredictionStore, connect
 from streamlearn.batching import AdaptiveBatcher
 from streamlearn.checkpoint import Checkpoint, Checkpointer, ModelRequests, model_identity
-from streamlearn.config import AppConfig, PipelineConfig, checkpoint_key
+from streamlearn.config import (
+    AppConfig,
+    PipelineCommon,
+    RecommendationPipelineConfig,
+    checkpoint_key,
+)
 from streamlearn.errors import StreamlearnError
 from streamlearn.health import HealthMonitor
 from streamlearn.hooks import FanOutHooks, PipelineHooks
@@ -130,7 +137,7 @@ class App:
         topics |= {p.labels.topic for p in self.config.pipelines if p.labels is not None}
         ensure_topics(kafka.bootstrap, sorted(topics), security=security)
 
-    def _runner(self, config: PipelineConfig, readiness: Readiness) -> PipelineRunner:
+    def _runner(self, config: PipelineCommon, readiness: Readiness) -> PipelineRunner:
         redis_settings = self.config.redis
         client = connect(
             redis_settings.url,
@@ -168,7 +175,7 @@ class App:
             _also_on_moves(source, outputs.states.moved)
         return runner
 
-    def _source(self, config: PipelineConfig) -> KafkaSource:
+    def _source(self, config: PipelineCommon) -> KafkaSource:
         kafka = self.config.kafka
         return KafkaSource(
             kafka.bootstrap,
@@ -184,7 +191,7 @@ class App:
         )
 
     def _entity_states(
-        self, config: PipelineConfig, task: Task, client: Redis
+        self, config: PipelineCommon, task: Task, client: Redis
     ) -> CachedStateStore | None:
         # Per-entity aggregate state lives in Redis, so a partition can move between processes;
         # what this process wrote is read back from memory while it owns the partition.
@@ -197,8 +204,8 @@ class App:
         return features.store
 
     def _outputs(
-        self, config: PipelineConfig, client: Redis, states: StateStore | None = None
-    ) -> BatchOutputs:
+        self, config: PipelineCommon, client: Redis, states: StateStore | None = None
+    ) -> BatchOutputs | RecommendationOutputs:
         # One producer per pipeline: a flush then waits for, and reports, only its own messages.
         kafka = self.config.kafka
         producer = KafkaSink(
@@ -206,6 +213,18 @@ class App:
             client_id=f"{kafka.client_id}-{config.name}-out",
             security=kafka.client_options(),
         )
+        prefix = self.config.redis.prefix
+        if isinstance(config, RecommendationPipelineConfig):
+            lists = RecommendationStore(
+                client, prefix, config.name, config.recommendation.recs_ttl_s
+            )
+            return RecommendationOutputs(
+                config.name,
+                lists,
+                producer,
+                config.dead_letter_topic,
+                config.outputs.predictions_topic,
+            )
         store = PredictionStore(
             client, self.config.redis.prefix, config.name, config.outputs.prediction_ttl_s
         )
@@ -225,7 +244,7 @@ class App:
 
     def _restore(
         self,
-        config: PipelineConfig,
+        config: PipelineCommon,
         pipeline: Task,
         batcher: AdaptiveBatcher,
         client: Redis,

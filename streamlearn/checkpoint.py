@@ -422,7 +422,12 @@ def model_identity(config: Any) -> str:
     """The fingerprint of what a pipeline's model depends on: its features and estimator.
 
     Other settings (batching, outputs, drift thresholds) may change freely across restarts.
+    A recommendation pipeline's model depends on its whole ``recommendation`` block but ``k``
+    and the lists' TTL.
     """
+    if getattr(config, "recommendation", None) is not None:
+        block = config.recommendation.model_dump(exclude={"k", "recs_ttl_s"})
+        return fingerprint("recommendation", repr(sorted((k, repr(v)) for k, v in block.items())))
     schema, model = config.schema_, config.model
     return fingerprint(
         repr(sorted((k, v.type.value, v.buckets) for k, v in schema.features.items())),

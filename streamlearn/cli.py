@@ -59,11 +59,10 @@ def check(config: ConfigPath) -> None:
 
     settings = load_config(config)
     for pipeline in settings.pipelines:
-        build_task(pipeline)  # builds the model, so a bad estimator or parameter shows here
+        task = build_task(pipeline)  # builds the model: a bad estimator or parameter shows here
         console.print(
             f"[green]ok[/] pipeline [bold]{pipeline.name}[/]: topic "
-            f"{escape(pipeline.source.topic)}, {len(pipeline.schema_.features)} features, "
-            f"model {escape(pipeline.model.estimator)}"
+            f"{escape(pipeline.source.topic)}, {escape(task.describe())}"
         )
 
 
@@ -151,46 +150,62 @@ def generate(
 @app.command()
 def query(
     pipeline: Annotated[str, typer.Argument(help="Pipeline name, e.g. fraud.")],
-    entity: Annotated[str, typer.Argument(help="Entity id, e.g. a card id.")],
+    entity: Annotated[str, typer.Argument(help="Entity id (a card, a customer) or a user id.")],
     redis_url: Annotated[str | None, typer.Option(help="Redis URL.")] = None,
     prefix: Annotated[str | None, typer.Option(help="Key prefix.")] = None,
 ) -> None:
-    """Print the latest prediction stored in Redis for ENTITY."""
+    """Print what Redis holds for ENTITY: its latest prediction, or a user's list.
+
+    For a recommendation pipeline, the user's current top-K items, best first, with scores.
+    """
     import orjson
 
+    from connectors.redis_recs import RecommendationStore
     from connectors.redis_store import PredictionStore, connect
 
     defaults = service_defaults()
     client = connect(redis_url or defaults.redis_url, timeout_s=5)
-    store = PredictionStore(client, prefix or defaults.redis_prefix, pipeline, ttl_s=0)
-    found = store.read(entity)
-    if found is None:
-        console.print(f"no prediction for {entity!r} in pipeline {pipeline!r}")
+    key_prefix = prefix or defaults.redis_prefix
+    found = PredictionStore(client, key_prefix, pipeline, ttl_s=0).read(entity)
+    if found is not None:
+        typer.echo(orjson.dumps(found, option=orjson.OPT_INDENT_2).decode())
+        return
+    ranked = RecommendationStore(client, key_prefix, pipeline, ttl_s=0).read(entity)
+    if not ranked:
+        console.print(f"no prediction or recommendations for {entity!r} in pipeline {pipeline!r}")
         raise typer.Exit(1)
-    typer.echo(orjson.dumps(found, option=orjson.OPT_INDENT_2).decode())
+    for rank, (item, score) in enumerate(ranked, start=1):
+        typer.echo(f"{rank:>3}  {item}  {score:.6g}")
 
 
 @app.command()
 def demo(
     task: Annotated[
-        str, typer.Option(help="fraud (card transactions) or retention (churn risk).")
+        str,
+        typer.Option(
+            help="fraud (card transactions), retention (churn risk) or recommendation "
+            "(each user's top 10 items)."
+        ),
     ] = "fraud",
     events: Annotated[
         int | None,
         typer.Option(
-            help="Events in the synthetic stream (default: fraud 100000, retention 150000)."
+            help="Events in the synthetic stream (default: fraud 100000, retention 150000, "
+            "recommendation 200000)."
         ),
     ] = None,
     rate: Annotated[
         float | None,
         typer.Option(
-            help="Events per second the generator produces (default: fraud 5000, retention 2000)."
+            help="Events per second the generator produces (default: fraud 5000, retention 2000, "
+            "recommendation 5000)."
         ),
     ] = None,
     drift_at: Annotated[
         int | None,
         typer.Option(
-            help="Where the pattern changes (default: half-way for fraud, none for retention)."
+            help="Where the pattern changes (default: half-way for fraud and recommendation, "
+            "none for retention)."
         ),
     ] = None,
     metrics_port: Annotated[int, typer.Option(help="Port for /metrics (0 picks one).")] = 0,

@@ -36,10 +36,19 @@ import os
 from collections.abc import Mapping
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from streamlearn.config_aggregates import (
     DEFAULT_ALLOWED_LATENESS_S,
@@ -48,6 +57,7 @@ from streamlearn.config_aggregates import (
 )
 from streamlearn.config_errors import describe
 from streamlearn.config_labels import LabelsConfig
+from streamlearn.config_recommendation import RecommendationConfig
 from streamlearn.config_services import NAME_PATTERN, KafkaConfig, RedisConfig, mask_urls
 from streamlearn.errors import ConfigError
 
@@ -214,14 +224,16 @@ class OutputsConfig(_Strict):
     dead_letter_topic: str | None = None
 
 
-class PipelineConfig(_Strict):
-    """One stream, one schema, one model."""
+TASK_NAMES = ("classification", "recommendation")
+"""The values a pipeline's ``task`` may take."""
+
+
+class PipelineCommon(_Strict):
+    """What every pipeline has, whatever its task: a name, a source, batching, outputs, ..."""
 
     name: str = Field(pattern=NAME_PATTERN)
-    task: Literal["classification"] = "classification"
+    task: str
     source: SourceConfig
-    schema_: SchemaConfig = Field(alias="schema")
-    model: ModelConfig
     batching: BatchingConfig = Field(default_factory=BatchingConfig)
     outputs: OutputsConfig = Field(default_factory=OutputsConfig)
     drift: DriftConfig = Field(default_factory=DriftConfig)
@@ -230,17 +242,12 @@ class PipelineConfig(_Strict):
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
-    @model_validator(mode="after")
-    def _one_source_of_labels(self) -> PipelineConfig:
-        if self.labels is not None:
-            if self.schema_.target is not None:
-                raise ValueError(
-                    "schema.target and labels are both set: with a labels topic the target "
-                    "comes from the label messages; remove schema.target"
-                )
-            if self.labels.topic == self.source.topic:
-                raise ValueError("labels.topic must differ from source.topic")
-        return self
+    @field_validator("task", mode="before")
+    @classmethod
+    def _known_task(cls, value: Any) -> Any:
+        if value not in TASK_NAMES:
+            raise ValueError(f"expected one of {', '.join(TASK_NAMES)}, got {value!r}")
+        return value
 
     @model_validator(mode="before")
     @classmethod
@@ -255,6 +262,61 @@ class PipelineConfig(_Strict):
     def dead_letter_topic(self) -> str:
         """The dead-letter topic: configured, else ``{topic}.dlq``."""
         return self.outputs.dead_letter_topic or f"{self.source.topic}.dlq"
+
+
+class PipelineConfig(PipelineCommon):
+    """A classification pipeline (fraud, retention): one stream, one schema, one model."""
+
+    task: Literal["classification"] = "classification"
+    schema_: SchemaConfig = Field(alias="schema")
+    model: ModelConfig
+
+    @model_validator(mode="after")
+    def _one_source_of_labels(self) -> PipelineConfig:
+        if self.labels is not None:
+            if self.schema_.target is not None:
+                raise ValueError(
+                    "schema.target and labels are both set: with a labels topic the target "
+                    "comes from the label messages; remove schema.target"
+                )
+            if self.labels.topic == self.source.topic:
+                raise ValueError("labels.topic must differ from source.topic")
+        return self
+
+
+class RecommendationPipelineConfig(PipelineCommon):
+    """A recommendation pipeline: interactions in, each user's top-K items out."""
+
+    task: Literal["recommendation"]
+    recommendation: RecommendationConfig = Field(default_factory=RecommendationConfig)
+
+    @model_validator(mode="after")
+    def _no_labels(self) -> RecommendationPipelineConfig:
+        if self.labels is not None:
+            raise ValueError(
+                "labels is not used by a recommendation pipeline: it learns from the "
+                "interactions themselves; remove the labels block"
+            )
+        if self.drift.action != "keep":
+            raise ValueError(
+                f"drift.action {self.drift.action!r} is not built for recommendation pipelines "
+                "(only 'keep': the batcher still shrinks on drift, and the model keeps learning)"
+            )
+        return self
+
+
+def _task_of(data: Any) -> str:
+    """Which pipeline class a configuration mapping is (``classification`` when unsaid)."""
+    task = data.get("task", "classification") if isinstance(data, Mapping) else data.task
+    return task if task in TASK_NAMES else "classification"
+
+
+AnyPipeline = Annotated[
+    Annotated[PipelineConfig, Tag("classification")]
+    | Annotated[RecommendationPipelineConfig, Tag("recommendation")],
+    Discriminator(_task_of),
+]
+"""A pipeline of any task, told apart by its ``task`` key."""
 
 
 class MetricsConfig(_Strict):
@@ -283,11 +345,11 @@ class AppConfig(_Strict):
     redis: RedisConfig = Field(default_factory=RedisConfig)
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
     health: HealthConfig = Field(default_factory=HealthConfig)
-    pipelines: list[PipelineConfig]
+    pipelines: list[AnyPipeline]
 
     @field_validator("pipelines")
     @classmethod
-    def _unique_names(cls, value: list[PipelineConfig]) -> list[PipelineConfig]:
+    def _unique_names(cls, value: list[PipelineCommon]) -> list[PipelineCommon]:
         if not value:
             raise ValueError("at least one pipeline is required")
         names = [p.name for p in value]
@@ -295,7 +357,7 @@ class AppConfig(_Strict):
             raise ValueError(f"pipeline names must be unique, got {names}")
         return value
 
-    def pipeline(self, name: str) -> PipelineConfig:
+    def pipeline(self, name: str) -> PipelineConfig | RecommendationPipelineConfig:
         """Return the pipeline called ``name`` or raise :class:`ConfigError`."""
         for p in self.pipelines:
             if p.name == name:

@@ -35,9 +35,15 @@ def describe(exc: ValidationError, overridden: Mapping[str, str]) -> str:
     return "\n".join(lines)
 
 
+# Pipelines are told apart by their task; pydantic puts the task in the path, the file does not.
+_TAGS = frozenset({"classification", "recommendation"})
+
+
 def _location(loc: tuple[int | str, ...]) -> str:
     text = ""
-    for part in loc:
+    for i, part in enumerate(loc):
+        if part in _TAGS and i and isinstance(loc[i - 1], int):
+            continue
         if isinstance(part, int):
             text += f"[{part}]"
         else:

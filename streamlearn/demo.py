@@ -218,7 +218,7 @@ def _report(
 
 
 def _summary(console: Console, task: DemoTask, report: dict[str, Any], path: Path) -> None:
-    auc = report["scores"].get("auc", float("nan"))
+    score = report["scores"].get(task.metric, float("nan"))
     if task.labels_apart:
         unmatched = sum(report["labels_unmatched_by_reason"].values())
         done = (
@@ -232,7 +232,8 @@ def _summary(console: Console, task: DemoTask, report: dict[str, Any], path: Pat
             f"{report['events_per_s']:,.0f} events/s"
         )
     console.print(
-        f"\n[bold]done[/]: {done}, p99 latency {ms(report['p99_ms'])}, rolling AUC {auc:.3f}"
+        f"\n[bold]done[/]: {done}, p99 latency {ms(report['p99_ms'])}, "
+        f"{task.metric_title} {score:.3f}"
     )
     console.print(f"report written to {path}")
     console.print(
@@ -246,6 +247,9 @@ def _show_prediction(console: Console, config: AppConfig, task: DemoTask) -> Non
 
     client = connect(config.redis.url, timeout_s=5)
     pipeline = config.pipelines[0].name
+    if task.name == "recommendation":
+        _show_list(console, client, config.redis.prefix, pipeline, task.entity)
+        return
     store = PredictionStore(client, config.redis.prefix, pipeline, ttl_s=0)
     entity, found = task.entity, store.read(task.entity)
     if found is None:  # a small stream may not reach that one: show any entity scored
@@ -255,3 +259,17 @@ def _show_prediction(console: Console, config: AppConfig, task: DemoTask) -> Non
             found = store.read(entity)
             break
     console.print(f"`streamlearn query {pipeline} {entity}` gave: {found}")
+
+
+def _show_list(console: Console, client: Any, prefix: str, pipeline: str, user: str) -> None:
+    from connectors.redis_recs import RecommendationStore
+
+    store = RecommendationStore(client, prefix, pipeline, ttl_s=0)
+    ranked = store.read(user)
+    if not ranked:  # a small stream may not reach that one: show any user served
+        for key in client.scan_iter(match=f"{prefix}:{pipeline}:recs:*", count=100):
+            user = key.decode().rsplit(":recs:", 1)[1]
+            ranked = store.read(user)
+            break
+    items = ", ".join(item for item, _ in ranked)
+    console.print(f"`streamlearn query {pipeline} {user}` gave: {items or 'nothing'}")

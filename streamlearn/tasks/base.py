@@ -69,6 +69,10 @@ class Task(Protocol):
         """Learning steps of the serving model; stamped on every prediction."""
         ...
 
+    def describe(self) -> str:
+        """One line on what the pipeline does (``streamlearn check`` prints it)."""
+        ...
+
     def scores(self) -> dict[str, float]:
         """The prequential metrics now, by name."""
         ...

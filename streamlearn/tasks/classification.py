@@ -181,6 +181,14 @@ class ClassificationTask:
         """Learning steps of the serving model."""
         return self.model.version
 
+    def describe(self) -> str:
+        """One line on what this pipeline does, for ``streamlearn check``."""
+        schema = self.config.schema_
+        aggregates = f" ({len(schema.aggregates)} of them aggregates)" if schema.aggregates else ""
+        labels = f", labels from {self.config.labels.topic}" if self.config.labels else ""
+        count = len(schema.features) + len(schema.aggregates)
+        return f"{count} features{aggregates}, model {self.config.model.estimator}{labels}"
+
     def scores(self) -> dict[str, float]:
         """The rolling prequential metrics (``auc``, ``accuracy``, ``logloss``)."""
         return self.evaluator.scores()
