@@ -44,6 +44,17 @@ class Contexts:
         """How many context entries each query has."""
         return np.diff(self.ptr)
 
+    def take(self, queries: np.ndarray) -> Contexts:
+        """The given queries, in that order, as contexts of their own."""
+        sizes, ex_sizes = np.diff(self.ptr)[queries], np.diff(self.ex_ptr)[queries]
+        return Contexts(
+            np.r_[0, np.cumsum(sizes)].astype(np.int64),
+            self.slots[_spans(self.ptr[queries], sizes)],
+            self.weights[_spans(self.ptr[queries], sizes)],
+            np.r_[0, np.cumsum(ex_sizes)].astype(np.int64),
+            self.excluded[_spans(self.ex_ptr[queries], ex_sizes)],
+        )
+
     def part(self, start: int, stop: int) -> Contexts:
         """Queries ``start`` to ``stop`` as contexts of their own."""
         a, b = self.ptr[start], self.ptr[stop]
@@ -127,6 +138,13 @@ def batch_contexts(
         ctx_lists.extend(h[-length:] for h in history)
         ex_lists.extend(excluded)
     return _pack(ctx_lists, ex_lists, decay), users if finals else []
+
+
+def _spans(starts: np.ndarray, sizes: np.ndarray) -> np.ndarray:
+    """The indices ``start .. start + size - 1`` of each span, concatenated."""
+    total = int(sizes.sum())
+    offsets = np.repeat(starts - np.r_[0, np.cumsum(sizes)[:-1]], sizes)
+    return np.arange(total, dtype=np.int64) + offsets
 
 
 def _pack(

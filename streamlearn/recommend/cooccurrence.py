@@ -25,6 +25,9 @@ class Cooccurrence:
         How many of the user's most recent events (the context's last) pair with a new event.
     half_life_ms
         How fast pair counts fade, in event time.
+    repeat_weight
+        How similar an item counts to itself: above 0, what the user just interacted with comes
+        back (carts follow views; excluded kinds are still never shown again).
 
     Examples
     --------
@@ -42,8 +45,11 @@ class Cooccurrence:
     [[0.0, 0.0, 1.0, 0.0]]
     """
 
-    def __init__(self, neighbours: int, pair_window: int, half_life_ms: int) -> None:
+    def __init__(
+        self, neighbours: int, pair_window: int, half_life_ms: int, repeat_weight: float = 0.0
+    ) -> None:
         self.neighbours = neighbours
+        self.repeat_weight = repeat_weight
         self.pair_window = pair_window
         self.clock = DecayClock(half_life_ms)
         self.index = np.full((0, neighbours), -1, dtype=np.int32)  # -1: an empty entry
@@ -103,6 +109,10 @@ class Cooccurrence:
         r = np.repeat(np.arange(len(used)), keep.sum(axis=1))
         cols = index[keep].astype(np.int64)
         sims = counts[keep] / (norm[used][r] * norm[cols])
+        if self.repeat_weight > 0:
+            r = np.r_[r, np.arange(len(used))]
+            cols = np.r_[cols, used]
+            sims = np.r_[sims, np.full(len(used), self.repeat_weight)]
         similar = sp.csr_matrix((sims, (r, cols)), shape=(len(used), size))
         return sp.csr_matrix(query @ similar)
 

@@ -83,7 +83,11 @@ class InteractionBatch:
     def __getitem__(self, part: slice) -> InteractionBatch:
         """The events in a slice of the batch, as a batch of their own."""
         return InteractionBatch(
-            self.users[part], self.items[part], self.kinds[part], self.values[part], self.ts_ms[part]
+            self.users[part],
+            self.items[part],
+            self.kinds[part],
+            self.values[part],
+            self.ts_ms[part],
         )
 
     def select(self, keep: np.ndarray) -> InteractionBatch:

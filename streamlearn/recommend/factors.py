@@ -73,8 +73,10 @@ class Factors:
 
     def scores(self, contexts: Contexts, size: int) -> np.ndarray:
         """Per query, every slot's score up to ``size`` (dense)."""
-        users = self.user_vectors(contexts)
-        return users @ self.output[:size].T + self.bias[:size]
+        users = self.user_vectors(contexts).astype(np.float32)
+        scores = users @ self.output[:size].T
+        scores += self.bias[:size]
+        return scores
 
     def learn(self, contexts: Contexts, slots: np.ndarray, weights: np.ndarray, size: int) -> None:
         """SGD steps on each event against ``negatives`` items drawn uniformly from ``size``."""

@@ -6,6 +6,7 @@ Both forget the least recently active entry once full, so memory never grows pas
 from __future__ import annotations
 
 from collections import OrderedDict
+
 import numpy as np
 
 FIRST_CAPACITY = 64  # arrays start this small and double up to the cap

@@ -69,7 +69,7 @@ class Recommender:
         self.histories = UserHistories(s.max_users, s.history_len, s.excluded_len)
         self.popularity = Popularity(s.half_life_ms)
         self.cooccurrence = (
-            Cooccurrence(s.neighbours, s.pair_window, s.pair_half_life_ms)
+            Cooccurrence(s.neighbours, s.pair_window, s.pair_half_life_ms, s.repeat_weight)
             if s.model in ("cooccurrence", "blend")
             else None
         )
@@ -155,53 +155,64 @@ class Recommender:
     def _rank(self, contexts: Contexts, k: int) -> tuple[list[list[str]], list[list[float]]]:
         size = self.catalogue.size
         n = len(contexts)
+        items: list[list[str]] = [[] for _ in range(n)]
+        scores: list[list[float]] = [[] for _ in range(n)]
         if size == 0 or k == 0:
-            return [[] for _ in range(n)], [[] for _ in range(n)]
-        popular = self.popularity.scores()[:size]
-        block = max(1, BLOCK_CELLS // size)
+            return items, scores
+        raw = self.popularity.scores()[:size]
+        top = raw.max()
+        popular = (raw / top if top > 0 else raw).astype(np.float32)
         ids = self.catalogue.ids
-        items: list[list[str]] = []
-        scores: list[list[float]] = []
-        for start in range(0, n, block):
-            part = contexts.part(start, min(n, start + block))
+        # Lists from popularity alone are the same for everyone but for exclusions: rank once.
+        cold = contexts.sizes() == 0 if self.settings.model != "popularity" else np.ones(n, bool)
+        if cold.any():
+            spare = int(np.diff(contexts.ex_ptr)[cold].max())
+            order, values = _top_k(popular[None, :], k + spare)
+            ranked = list(zip(order[0].tolist(), values[0].tolist()))
+            for q in np.flatnonzero(cold).tolist():
+                banned = set(
+                    contexts.excluded[contexts.ex_ptr[q] : contexts.ex_ptr[q + 1]].tolist()
+                )
+                shown = [(s, v) for s, v in ranked if s not in banned][:k]
+                items[q] = [ids[s] for s, _ in shown]
+                scores[q] = [v for _, v in shown]
+        warm = np.flatnonzero(~cold)
+        block = max(1, BLOCK_CELLS // size)
+        for start in range(0, len(warm), block):
+            rows = warm[start : start + block]
+            part = contexts.take(rows)
             dense = self._scores(part, popular, size)
             dense[part.excluded_rows(), part.excluded] = -np.inf
-            top, values = _top_k(dense, k)
-            for row_slots, row_values in zip(top.tolist(), values.tolist()):
+            top_slots, top_values = _top_k(dense, k)
+            for q, row_slots, row_values in zip(
+                rows.tolist(), top_slots.tolist(), top_values.tolist()
+            ):
                 shown = [i for i, v in enumerate(row_values) if v > -np.inf]
-                items.append([ids[row_slots[i]] for i in shown])
-                scores.append([row_values[i] for i in shown])
+                items[q] = [ids[row_slots[i]] for i in shown]
+                scores[q] = [row_values[i] for i in shown]
         return items, scores
 
     def _scores(self, contexts: Contexts, popular: np.ndarray, size: int) -> np.ndarray:
-        """Dense (query, slot) scores of the chosen model; a query with no context gets popularity."""
-        top = popular.max() if len(popular) else 0.0
-        popular = popular / top if top > 0 else popular
-        dense = np.repeat(popular[None, :], len(contexts), axis=0)
+        """Dense (query, slot) scores of the chosen model, for queries with a context."""
         model = self.settings.model
-        if model == "popularity":
-            return dense
-        cold = contexts.sizes() == 0
-        weights = self.settings.blend_weights
-        personal = TIE_BREAK * dense
-        if self.cooccurrence is not None:
-            co = self.cooccurrence.scores(contexts, size).toarray()
-            co = _scaled(co, low=np.zeros(len(co)))
-            personal += co if model == "cooccurrence" else weights[0] * co
+        w_co, w_mf, w_pop = self.settings.blend_weights if model == "blend" else (1.0, 1.0, 0.0)
         if self.factors is not None:
-            mf = self.factors.scores(contexts, size).astype(np.float64)
-            mf = _scaled(mf, low=mf.min(axis=1))
-            personal += mf if model == "mf" else weights[1] * mf
-        if model == "blend":
-            personal += weights[2] * dense
-        return np.where(cold[:, None], dense, personal)
-
-
-def _scaled(scores: np.ndarray, low: np.ndarray) -> np.ndarray:
-    """Rows mapped so ``low`` goes to 0 and the row's maximum to 1 (flat rows to 0)."""
-    span = scores.max(axis=1) - low
-    span = np.where(span > 0, span, np.inf)
-    return np.asarray((scores - low[:, None]) / span[:, None])
+            # Factor scores min-max scaled per row, times their weight, computed in place.
+            dense = self.factors.scores(contexts, size)
+            low, high = dense.min(axis=1), dense.max(axis=1)
+            factor = np.where(high > low, w_mf / np.maximum(high - low, 1e-30), 0.0)
+            dense *= factor[:, None].astype(np.float32)
+            dense -= (low * factor)[:, None].astype(np.float32)
+            dense += np.float32(w_pop + TIE_BREAK) * popular
+        else:
+            dense = np.repeat(np.float32(w_pop + TIE_BREAK) * popular[None, :], len(contexts), 0)
+        if self.cooccurrence is not None:
+            co = self.cooccurrence.scores(contexts, size).tocoo()
+            row_max = np.zeros(len(contexts))
+            np.maximum.at(row_max, co.row, co.data)
+            scale = w_co / np.where(row_max > 0, row_max, 1.0)
+            dense[co.row, co.col] += (co.data * scale[co.row]).astype(np.float32)
+        return dense
 
 
 def _top_k(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:

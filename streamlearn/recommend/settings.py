@@ -60,8 +60,11 @@ class RecommenderSettings:
         Half-life of co-occurrence counts in event time.
     pair_window
         How many of a user's most recent events pair with a new one.
+    repeat_weight
+        In co-occurrence, how similar an item counts to itself (a cosine is at most 1): what
+        the user just viewed comes back, as carts and purchases follow views. 0 turns it off.
     neighbours
-        Co-occurring items kept per item (the strongest; space-saving counts).
+        Co-occurring items kept per item (the strongest).
     context_decay
         Weight of a history event per step back in time, in the context a list is scored from.
     factors, learning_rate, regularisation, negatives, epochs
@@ -97,6 +100,7 @@ class RecommenderSettings:
     half_life_ms: int = DAY_MS
     pair_half_life_ms: int = 30 * DAY_MS
     pair_window: int = 10
+    repeat_weight: float = 1.0
     neighbours: int = 50
     context_decay: float = 0.9
     factors: int = 32
@@ -145,8 +149,12 @@ class RecommenderSettings:
             )
         if not 0 < self.context_decay <= 1:
             raise ValueError(f"context_decay must be in (0, 1], got {self.context_decay}")
-        if self.learning_rate < 0 or self.regularisation < 0 or self.rating_slope < 0:
-            raise ValueError("learning_rate, regularisation and rating_slope must not be negative")
+        rates = (self.learning_rate, self.regularisation, self.rating_slope, self.repeat_weight)
+        if min(rates) < 0:
+            raise ValueError(
+                "learning_rate, regularisation, rating_slope and repeat_weight must not be "
+                f"negative, got {rates}"
+            )
         if len(self.blend_weights) != 3 or min(self.blend_weights) < 0:
             raise ValueError(
                 "blend_weights must be three non-negative weights (co-occurrence, factors, "
