@@ -124,8 +124,8 @@ class RecommenderSettings:
         weights.update(self.event_weights)
         if any(w < 0 for w in weights.values()):
             raise ValueError(f"event_weights must not be negative, got {weights}")
-        # Missing kinds take their default weight; the mapping stays read-only.
-        object.__setattr__(self, "event_weights", MappingProxyType(weights))
+        # Missing kinds take their default weight. A plain dict: checkpoints pickle the settings.
+        object.__setattr__(self, "event_weights", weights)
         object.__setattr__(self, "exclude", tuple(self.exclude))
         at_least_one = {
             "k": self.k,

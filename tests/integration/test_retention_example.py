@@ -180,5 +180,5 @@ def test_the_demo_runs_the_retention_task(tmp_path: Path) -> None:
 
 
 def test_an_unknown_demo_task_is_refused_with_the_known_ones() -> None:
-    with pytest.raises(ConfigError, match="known tasks: fraud, retention"):
-        demo_task("recommendation")
+    with pytest.raises(ConfigError, match="known tasks: fraud, recommendation, retention"):
+        demo_task("ranking")
