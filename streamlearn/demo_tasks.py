@@ -61,8 +61,8 @@ DEMO_TASKS: dict[str, DemoTask] = {
     # have a history to summarise; a fifth of the events get a churn label, 30 days later.
     # Each event costs more here (aggregate state and pending labels in Redis): a slower rate.
     # One events partition: when the processor falls behind, the consumer may read one
-    # partition far ahead of another in event time, and the newest event time seen decides
-    # when a label whose event has not come is given up as unknown_event.
+    # partition far ahead of another in event time, and a label whose event has not come waits
+    # for the slowest partition (the watermark) before it is given up as unknown_event.
     "retention": DemoTask(
         name="retention",
         title="churn risk (retention)",
