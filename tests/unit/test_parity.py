@@ -129,3 +129,14 @@ def test_batch_of_one_with_delayed_labels_matches_river_exactly(delay: int) -> N
     model = preprocessing.StandardScaler() | linear_model.LogisticRegression()
     expected = evaluate.progressive_val_score(dataset, model, metrics.Accuracy(), delay=delay)
     assert engine_delayed_accuracy(dataset, delay) == expected.get()
+
+
+@pytest.mark.parametrize(("delay", "batch_size"), [(25, 8), (25, 32), (200, 32)])
+def test_mini_batches_with_delayed_labels_stay_within_a_point_of_river(
+    delay: int, batch_size: int
+) -> None:
+    dataset = datasets.Phishing()
+    model = preprocessing.StandardScaler() | linear_model.LogisticRegression()
+    expected = evaluate.progressive_val_score(dataset, model, metrics.Accuracy(), delay=delay)
+    engine = engine_delayed_accuracy(dataset, delay, batch_size)
+    assert engine == pytest.approx(expected.get(), abs=0.01)
