@@ -81,6 +81,10 @@ class Cooccurrence:
         self, contexts: Contexts, slots: np.ndarray, weights: np.ndarray, ts_ms: np.ndarray
     ) -> None:
         """Count each event (``slots[q]``) with the last events of its context, both ways."""
+        factor = self.clock.advance(ts_ms)
+        if factor is not None:
+            self.counts *= np.float32(factor)
+            self.mass *= factor
         rows = contexts.rows()
         # Only the context's last `pair_window` entries pair with the event.
         recent = (contexts.ptr[1:][rows] - np.arange(len(rows))) <= self.pair_window
@@ -92,10 +96,6 @@ class Cooccurrence:
         before, after, inc = before[distinct], after[distinct], inc[distinct]
         if len(inc):
             self._add(np.r_[before, after], np.r_[after, before], np.r_[inc, inc])
-        factor = self.clock.rescale_due()
-        if factor is not None:
-            self.counts *= np.float32(factor)
-            self.mass *= factor
 
     def scores(self, contexts: Contexts, size: int) -> sp.csr_matrix:
         """Per query, the summed cosine similarity of each slot to its context (sparse)."""

@@ -19,10 +19,14 @@ class DecayClock:
 
     A count added at time t is stored times ``2 ** ((t - origin) / half_life)``, so dividing all
     counts by the scale at ``now`` gives each its weight decayed to now, at no cost per count.
+    Once ``now`` is :data:`RESCALE_AFTER` half-lives past the origin, the origin moves up to it
+    and :meth:`advance` says by how much the stored counts must shrink.
 
     >>> clock = DecayClock(half_life_ms=10)
-    >>> clock.scale(np.array([0, 10, 20])).tolist()
-    [1.0, 2.0, 4.0]
+    >>> clock.advance(np.array([0, 20])), clock.scale(np.array([0, 10, 20])).tolist()
+    (None, [1.0, 2.0, 4.0])
+    >>> clock.advance(np.array([400])), clock.scale(np.array([400])).tolist()
+    (9.094947017729282e-13, [1.0])
     """
 
     def __init__(self, half_life_ms: int) -> None:
@@ -30,25 +34,28 @@ class DecayClock:
         self.origin_ms: int | None = None
         self.now_ms = 0
 
-    def scale(self, ts_ms: np.ndarray) -> np.ndarray:
-        """The storage scale of counts at these times (which also advance ``now``)."""
-        ts = np.asarray(ts_ms, dtype=np.int64)
-        if len(ts) == 0:
-            return np.ones(0)
-        if self.origin_ms is None:
-            self.origin_ms = int(ts.min())
-        self.now_ms = max(self.now_ms, int(ts.max()))
-        return np.exp2((ts - self.origin_ms) / self.half_life_ms)
-
-    def rescale_due(self) -> float | None:
-        """The factor to multiply stored counts by if the scale has grown too far, else None."""
-        if self.origin_ms is None:
+    def advance(self, ts_ms: np.ndarray) -> float | None:
+        """Move ``now`` to the latest of ``ts_ms``; the factor to shrink stored counts by, if any."""
+        if len(ts_ms) == 0:
             return None
+        latest = int(np.max(ts_ms))
+        if self.origin_ms is None:
+            self.origin_ms = int(np.min(ts_ms))
+        self.now_ms = max(self.now_ms, latest)
         exponent = (self.now_ms - self.origin_ms) / self.half_life_ms
         if exponent < RESCALE_AFTER:
             return None
         self.origin_ms = self.now_ms
         return float(np.exp2(-exponent))
+
+    def scale(self, ts_ms: np.ndarray) -> np.ndarray:
+        """The storage scale of counts at these times (after :meth:`advance` past them)."""
+        origin = self.now_ms if self.origin_ms is None else self.origin_ms
+        return np.exp2((np.asarray(ts_ms, dtype=np.int64) - origin) / self.half_life_ms)
+
+    def now_scale(self) -> float:
+        """The storage scale at ``now``: stored counts over it are counts decayed to now."""
+        return float(self.scale(np.array([self.now_ms]))[0])
 
 
 class Popularity:
@@ -77,15 +84,12 @@ class Popularity:
 
     def learn(self, slots: np.ndarray, weights: np.ndarray, ts_ms: np.ndarray) -> None:
         """Add weighted events, each decayed from its own time."""
-        scaled = weights * self.clock.scale(ts_ms)
-        self.counts += np.bincount(slots, scaled, minlength=len(self.counts))
-        factor = self.clock.rescale_due()
+        factor = self.clock.advance(ts_ms)
         if factor is not None:
             self.counts *= factor
+        scaled = weights * self.clock.scale(ts_ms)
+        self.counts += np.bincount(slots, scaled, minlength=len(self.counts))
 
     def scores(self) -> np.ndarray:
         """Every slot's count decayed to the latest event time seen."""
-        if self.clock.origin_ms is None:
-            return self.counts.copy()
-        now = np.exp2((self.clock.now_ms - self.clock.origin_ms) / self.clock.half_life_ms)
-        return self.counts / now
+        return self.counts / self.clock.now_scale()
