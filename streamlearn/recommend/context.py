@@ -105,6 +105,8 @@ def batch_contexts(
     ([0, 1, 1, 2, 3, 4], [1, 1, 1, 3])
     """
     users = list(dict.fromkeys([*events.users, *extra_users]))
+    index = {u: i for i, u in enumerate(users)}
+    owner = np.fromiter((index[u] for u in events.users), dtype=np.int64, count=len(events.users))
     rows = np.array([histories.row(u) for u in users], dtype=np.int64)
     known = rows >= 0
     pre_slots = np.full((len(users), histories.history_len), -1, dtype=np.int64)
@@ -114,30 +116,88 @@ def batch_contexts(
         pre_slots[known], pre_weights[known] = histories.recent(rows[known], generation)
         pre_excluded[known] = histories.recent_excluded(rows[known], generation)
 
-    index = {u: i for i, u in enumerate(users)}
-    history: list[list[tuple[int, float]]] = []
-    excluded: list[list[int]] = []
-    for i in range(len(users)):
-        s, w = pre_slots[i], pre_weights[i]
-        history.append([(int(a), float(b)) for a, b in zip(s[s >= 0], w[s >= 0])])
-        excluded.append([int(a) for a in pre_excluded[i] if a >= 0])
+    # A known item's event joins its user's history (and exclusions, for an excluding kind).
+    joins = events.slots >= 0
+    excludes = joins & np.asarray(events.excludes, dtype=bool)
+    history = _Sequences(pre_slots, pre_weights, owner, joins, events.slots, events.weights)
+    banned = _Sequences(pre_excluded, None, owner, excludes, events.slots, None)
+    queries = np.r_[owner, np.arange(len(users))] if finals else owner
+    ctx = history.windows(queries, finals, histories.history_len)
+    ex = banned.windows(queries, finals, histories.excluded_len)
+    sizes = ctx[:, 1] - ctx[:, 0]
+    ptr = np.r_[0, np.cumsum(sizes)].astype(np.int64)
+    take = _spans(ctx[:, 0], sizes)
+    # Age 0 is a query's latest event: it counts fully, older ones by decay ** age.
+    age = np.repeat(ptr[1:], sizes) - 1 - np.arange(ptr[-1])
+    ex_sizes = ex[:, 1] - ex[:, 0]
+    return (
+        Contexts(
+            ptr=ptr,
+            slots=history.slots[take],
+            weights=history.weights[take] * decay ** age.astype(np.float64),
+            ex_ptr=np.r_[0, np.cumsum(ex_sizes)].astype(np.int64),
+            excluded=banned.slots[_spans(ex[:, 0], ex_sizes)],
+        ),
+        users if finals else [],
+    )
 
-    length = histories.history_len
-    ctx_lists: list[list[tuple[int, float]]] = []
-    ex_lists: list[list[int]] = []
-    slots, weights, flags = events.slots.tolist(), events.weights.tolist(), events.excludes
-    for e, user in enumerate(events.users):
-        u = index[user]
-        ctx_lists.append(history[u][-length:])
-        ex_lists.append(list(excluded[u]))
-        if slots[e] >= 0:
-            history[u].append((slots[e], weights[e]))
-            if flags[e]:
-                excluded[u].append(slots[e])
-    if finals:
-        ctx_lists.extend(h[-length:] for h in history)
-        ex_lists.extend(excluded)
-    return _pack(ctx_lists, ex_lists, decay), users if finals else []
+
+class _Sequences:
+    """Every user's remembered entries followed by their batch events, in one flat array."""
+
+    def __init__(
+        self,
+        pre: np.ndarray,
+        pre_weights: np.ndarray | None,
+        owner: np.ndarray,
+        joins: np.ndarray,
+        slots: np.ndarray,
+        weights: np.ndarray | None,
+    ) -> None:
+        valid = pre >= 0
+        self.pre_len = valid.sum(axis=1)
+        joined = owner[joins]
+        self.batch_len = np.bincount(joined, minlength=len(pre))
+        self.start = np.r_[0, np.cumsum(self.pre_len + self.batch_len)[:-1]].astype(np.int64)
+        total = int((self.pre_len + self.batch_len).sum())
+        # Each event's place among its user's joining events in the batch (before it: `seen`).
+        self.seen = _count_before(owner, joins)
+        at_pre = _spans(self.start, self.pre_len)
+        at_batch = self.start[joined] + self.pre_len[joined] + self.seen[joins]
+        self.slots = np.empty(total, dtype=np.int64)
+        self.slots[at_pre] = pre[valid]
+        self.slots[at_batch] = slots[joins]
+        self.weights = np.zeros(total, dtype=np.float64)
+        if pre_weights is not None and weights is not None:
+            self.weights[at_pre] = pre_weights[valid]
+            self.weights[at_batch] = weights[joins]
+        self.owner = owner
+
+    def windows(self, queries: np.ndarray, finals: bool, length: int) -> np.ndarray:
+        """Per query, [start, stop) of its last ``length`` entries: before the event, or all."""
+        n = len(self.owner)
+        users = queries
+        ends = self.pre_len[users].copy()
+        ends[:n] += self.seen
+        if finals:
+            ends[n:] += self.batch_len[users[n:]]
+        starts = np.maximum(ends - length, 0)
+        base = self.start[users]
+        return np.stack([base + starts, base + ends], axis=1)
+
+
+def _count_before(groups: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """For each element, how many earlier elements of its group have ``mask`` set."""
+    if len(groups) == 0:
+        return np.zeros(0, dtype=np.int64)
+    order = np.argsort(groups, kind="stable")
+    g, m = groups[order], mask[order].astype(np.int64)
+    running = np.cumsum(m) - m  # masked elements before each, over the sorted array
+    first = np.flatnonzero(np.r_[True, g[1:] != g[:-1]])
+    sizes = np.diff(np.r_[first, len(g)])
+    counts = np.empty(len(groups), dtype=np.int64)
+    counts[order] = running - np.repeat(running[first], sizes)
+    return counts
 
 
 def _spans(starts: np.ndarray, sizes: np.ndarray) -> np.ndarray:
@@ -145,22 +205,3 @@ def _spans(starts: np.ndarray, sizes: np.ndarray) -> np.ndarray:
     total = int(sizes.sum())
     offsets = np.repeat(starts - np.r_[0, np.cumsum(sizes)[:-1]], sizes)
     return np.arange(total, dtype=np.int64) + offsets
-
-
-def _pack(
-    ctx_lists: list[list[tuple[int, float]]], ex_lists: list[list[int]], decay: float
-) -> Contexts:
-    sizes = np.fromiter((len(c) for c in ctx_lists), dtype=np.int64, count=len(ctx_lists))
-    ptr = np.r_[0, np.cumsum(sizes)].astype(np.int64)
-    flat = [pair for c in ctx_lists for pair in c]
-    pairs = np.array(flat, dtype=np.float64).reshape(-1, 2)
-    # Age 0 is a query's latest event: it counts fully, older ones by decay ** age.
-    age = np.repeat(ptr[1:], sizes) - 1 - np.arange(ptr[-1])
-    ex_sizes = np.fromiter((len(x) for x in ex_lists), dtype=np.int64, count=len(ex_lists))
-    return Contexts(
-        ptr=ptr,
-        slots=pairs[:, 0].astype(np.int64),
-        weights=pairs[:, 1] * decay ** age.astype(np.float64),
-        ex_ptr=np.r_[0, np.cumsum(ex_sizes)].astype(np.int64),
-        excluded=np.fromiter((s for x in ex_lists for s in x), dtype=np.int64),
-    )

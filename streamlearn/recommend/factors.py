@@ -85,8 +85,10 @@ class Factors:
         if n == 0 or size < 2:
             return
         used, col = np.unique(contexts.slots, return_inverse=True)
-        mean = self._mean_matrix(Contexts(contexts.ptr, col.ravel(), contexts.weights,
-                                          contexts.ex_ptr, contexts.excluded), len(used))  # fmt: skip
+        compact = Contexts(
+            contexts.ptr, col.ravel(), contexts.weights, contexts.ex_ptr, contexts.excluded
+        )
+        mean = self._mean_matrix(compact, len(used))
         # Strong signals (a purchase) step further, but no event more than 3 times a plain one.
         importance = np.minimum(weights / max(float(np.median(weights)), 1e-9), 3.0)
         for _ in range(self.epochs):

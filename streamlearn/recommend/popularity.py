@@ -35,7 +35,7 @@ class DecayClock:
         self.now_ms = 0
 
     def advance(self, ts_ms: np.ndarray) -> float | None:
-        """Move ``now`` to the latest of ``ts_ms``; the factor to shrink stored counts by, if any."""
+        """Advance ``now`` to the latest of ``ts_ms``; return the factor stored counts shrink by."""
         if len(ts_ms) == 0:
             return None
         latest = int(np.max(ts_ms))

@@ -166,16 +166,7 @@ class Recommender:
         # Lists from popularity alone are the same for everyone but for exclusions: rank once.
         cold = contexts.sizes() == 0 if self.settings.model != "popularity" else np.ones(n, bool)
         if cold.any():
-            spare = int(np.diff(contexts.ex_ptr)[cold].max())
-            order, values = _top_k(popular[None, :], k + spare)
-            ranked = list(zip(order[0].tolist(), values[0].tolist()))
-            for q in np.flatnonzero(cold).tolist():
-                banned = set(
-                    contexts.excluded[contexts.ex_ptr[q] : contexts.ex_ptr[q + 1]].tolist()
-                )
-                shown = [(s, v) for s, v in ranked if s not in banned][:k]
-                items[q] = [ids[s] for s, _ in shown]
-                scores[q] = [v for _, v in shown]
+            self._rank_popular(contexts, np.flatnonzero(cold), popular, k, items, scores)
         warm = np.flatnonzero(~cold)
         block = max(1, BLOCK_CELLS // size)
         for start in range(0, len(warm), block):
@@ -191,6 +182,34 @@ class Recommender:
                 items[q] = [ids[row_slots[i]] for i in shown]
                 scores[q] = [row_values[i] for i in shown]
         return items, scores
+
+    def _rank_popular(
+        self,
+        contexts: Contexts,
+        rows: np.ndarray,
+        popular: np.ndarray,
+        k: int,
+        items: list[list[str]],
+        scores: list[list[float]],
+    ) -> None:
+        """Fill the given queries' lists from popularity alone: one ranking, less exclusions."""
+        spare = int(np.diff(contexts.ex_ptr)[rows].max())
+        order, values = _top_k(popular[None, :], k + spare)
+        order, values = order[0], values[0]
+        place = np.full(len(popular), -1, dtype=np.int64)
+        place[order] = np.arange(len(order))
+        part = contexts.take(rows)
+        at = place[part.excluded]
+        banned = np.zeros((len(rows), len(order)), dtype=bool)
+        banned[part.excluded_rows()[at >= 0], at[at >= 0]] = True
+        # Per row, the first k places not banned (a stable sort keeps them in rank order).
+        first = np.argsort(banned, axis=1, kind="stable")[:, :k]
+        shown = ~np.take_along_axis(banned, first, axis=1)
+        ids = self.catalogue.ids
+        slots, tops = order[first].tolist(), values[first].tolist()
+        for q, row_slots, row_values, row_shown in zip(rows.tolist(), slots, tops, shown.tolist()):
+            items[q] = [ids[s] for s, ok in zip(row_slots, row_shown) if ok]
+            scores[q] = [v for v, ok in zip(row_values, row_shown) if ok]
 
     def _scores(self, contexts: Contexts, popular: np.ndarray, size: int) -> np.ndarray:
         """Dense (query, slot) scores of the chosen model, for queries with a context."""

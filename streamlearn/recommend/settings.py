@@ -44,6 +44,9 @@ class RecommenderSettings:
         ``"popularity"`` (recency-weighted counts), ``"cooccurrence"`` (items seen together in
         users' recent histories), ``"mf"`` (incremental implicit factorisation) or ``"blend"``
         (the three scores, each scaled to [0, 1] per list, summed with ``blend_weights``).
+        The default, co-occurrence, was best or near it in ``benchmarks/recommendation_models.py``
+        (on MovieLens 100k best by far; on the generator within a few % of the blend at a third
+        of its cost); see ``benchmarks/results/recommendation_models.md``.
     event_weights, rating_slope
         How much an event of each kind counts (see above).
     exclude
@@ -79,7 +82,7 @@ class RecommenderSettings:
     --------
     >>> s = RecommenderSettings(k=5)
     >>> s.k, s.model, s.exclude
-    (5, 'blend', ('purchase', 'rating'))
+    (5, 'cooccurrence', ('purchase', 'rating'))
     >>> s.weights(["view", "purchase", "rating", "rating"], np.array([1, 2, 5, 1.0])).tolist()
     [1.0, 10.0, 3.0, 1.0]
     >>> RecommenderSettings(model="knn")
@@ -89,7 +92,7 @@ class RecommenderSettings:
     """
 
     k: int = 10
-    model: ModelName = "blend"
+    model: ModelName = "cooccurrence"
     event_weights: Mapping[str, float] = field(default_factory=lambda: DEFAULT_EVENT_WEIGHTS)
     rating_slope: float = 0.25
     exclude: tuple[str, ...] = ("purchase", "rating")
@@ -107,8 +110,8 @@ class RecommenderSettings:
     learning_rate: float = 0.05
     regularisation: float = 0.01
     negatives: int = 4
-    epochs: int = 1
-    blend_weights: tuple[float, float, float] = (1.0, 0.5, 0.3)
+    epochs: int = 3
+    blend_weights: tuple[float, float, float] = (1.0, 0.2, 0.0)
     seed: int = 0
 
     def __post_init__(self) -> None:
