@@ -32,6 +32,7 @@ import orjson
 from benchmarks.report import machine_info
 from streamlearn.generators.recommendation import recommendation_events
 from streamlearn.recommend import (
+    MODELS,
     InteractionBatch,
     RankingEvaluator,
     Recommender,
@@ -41,7 +42,6 @@ from streamlearn.recommend import (
 RESULTS = Path(__file__).parent / "results"
 CACHE = Path.home() / ".cache" / "streamlearn" / "datasets"
 BATCH = 256
-MODELS = ("popularity", "cooccurrence", "mf", "blend")
 TENTHS = 10
 # The PyPI distribution that bundles MovieLens 100k, and where in it the ratings are.
 MOVIELENS_WHEEL = "recbole==1.2.1"
