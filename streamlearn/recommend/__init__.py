@@ -5,12 +5,13 @@ catalogue) and the models (recency-weighted popularity, item co-occurrence, incr
 factors, and their blend); :class:`RankingEvaluator` judges the served lists prequentially.
 
 Memory is bounded by the caps in :class:`RecommenderSettings`: past ``max_users`` users or
-``max_items`` items the least recently active is forgotten. With the defaults (history 50,
-100 excluded items, 50 neighbours, 32 factors) a remembered user costs about 0.7 kB
-(history and exclusion rings, 0.65 kB, plus the id's table entry) and an item about 0.9 kB
-(co-occurrence row 0.4 kB, factors and bias 0.26 kB, popularity, generation and id), so the
-full caps (100 000 users, 50 000 items) hold about 115 MB; ``tests/test_recommend_memory.py``
-measures it.
+``max_items`` items the least recently active is forgotten, and arrays never grow past the caps.
+With the defaults (history 50, 100 excluded items, 50 neighbours, 32 factors) a remembered user
+costs about 1.4 kB pickled (history ring 0.6 kB, exclusion ring 0.8 kB, the id) and an item
+about 0.7 kB (co-occurrence row 0.4 kB, factors 0.26 kB, popularity, generation, the id); in
+memory add roughly 0.15 kB each for the id's string and table entry. So the full default caps
+(100 000 users, 50 000 items) hold about 200 MB; ``tests/test_recommend_memory.py`` measures the
+per-user and per-item figures.
 
 Examples
 --------
