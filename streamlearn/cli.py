@@ -28,6 +28,9 @@ output = Console()  # results
 app.add_typer(model_app, name="model")
 
 ConfigPath = Annotated[Path, typer.Argument(help="The YAML configuration file.")]
+LogFormat = Annotated[
+    str, typer.Option(help="text: readable lines; json: one JSON object a line, for log shippers.")
+]
 
 
 @app.command()
@@ -37,14 +40,30 @@ def run(
         int | None, typer.Option(help="Stop cleanly after this many consumed messages.")
     ] = None,
     log_level: Annotated[str, typer.Option(help="DEBUG, INFO, WARNING ...")] = "INFO",
+    log_format: LogFormat = "text",
+    record: Annotated[
+        Path | None,
+        typer.Option(
+            help="Record what each pipeline did, second by second, into this JSON file at exit "
+            "(for `streamlearn report`)."
+        ),
+    ] = None,
 ) -> None:
     """Run the configured pipelines until stopped (SIGTERM/SIGINT end them cleanly)."""
     from streamlearn.app import App, stop_on_signals
+    from streamlearn.run_record import RunRecorder
 
-    _logging(log_level)
+    _logging(log_level, log_format)
     settings = load_config(config)
-    with App(settings) as application, stop_on_signals(application.stop):
-        results = application.run(max_events=max_events)
+    recorder = RunRecorder.for_config(settings) if record is not None else None
+    observers = (recorder,) if recorder is not None else ()
+    try:
+        with App(settings, observers=observers) as application, stop_on_signals(application.stop):
+            results = application.run(max_events=max_events)
+    finally:
+        if recorder is not None and record is not None:
+            recorder.write(record)
+            console.print(f"run record written to {escape(str(record))}")
     for name, stats in results.items():
         output.print(
             f"[bold]{name}[/]: consumed {stats.consumed}, predicted {stats.predicted}, "
@@ -209,9 +228,14 @@ def demo(
         ),
     ] = None,
     metrics_port: Annotated[int, typer.Option(help="Port for /metrics (0 picks one).")] = 0,
-    report: Annotated[Path, typer.Option(help="Where to write the JSON report.")] = Path(
-        "streamlearn-report.json"
-    ),
+    report: Annotated[
+        Path,
+        typer.Option(
+            help="Where to write the JSON report; the run record (-run.json) and the HTML "
+            "report (.html) go next to it."
+        ),
+    ] = Path("streamlearn-report.json"),
+    log_format: LogFormat = "text",
 ) -> None:
     """Start a local broker and Redis, stream a synthetic workload, and score it live."""
     from streamlearn.demo import run_demo
@@ -219,7 +243,7 @@ def demo(
 
     chosen = demo_task(task)
     size = events if events is not None else chosen.events
-    _logging("WARNING")
+    _logging("WARNING", log_format)
     # The broker is probed while it starts; its refused connections are expected noise.
     logging.getLogger("kafka").setLevel(logging.CRITICAL)
     run_demo(
@@ -233,14 +257,37 @@ def demo(
     )
 
 
-def _logging(level: str) -> None:
+@app.command()
+def report(
+    run_record: Annotated[
+        Path, typer.Argument(help="A run record: `streamlearn run --record` or the demo's.")
+    ],
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", "-o", help="The HTML file (default: beside the record, .html)."),
+    ] = None,
+) -> None:
+    """Draw a run record as one self-contained HTML page: throughput, batches, latency, score."""
+    from streamlearn.report import render_report
+    from streamlearn.run_record import load_record
+
+    target = out or run_record.with_suffix(".html")
+    target.write_text(render_report(load_record(run_record)), encoding="utf-8")
+    output.print(f"report written to {escape(str(target))}")
+
+
+def _logging(level: str, log_format: str = "text") -> None:
     from connectors.kafka_logging import tame_kafka_logging
+    from streamlearn.logs import LOG_FORMATS, configure_logging
 
     if level.upper() not in logging.getLevelNamesMapping():
         raise typer.BadParameter(f"unknown log level {level!r}", param_hint="--log-level")
-    logging.basicConfig(
-        level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    if log_format not in LOG_FORMATS:
+        expected = " or ".join(LOG_FORMATS)
+        raise typer.BadParameter(
+            f"unknown log format {log_format!r}: expected {expected}", param_hint="--log-format"
+        )
+    configure_logging(level, log_format)
     # kafka-python logs each refused connection; streamlearn says once what is wrong.
     tame_kafka_logging()
 
