@@ -151,7 +151,12 @@ class App:
         lock = ReplicaLock(client, prefix, config.name, ttl_s).acquire()
         self._locks.append(lock)
         checkpointer, restored, requests = self._restore(config, pipeline, batcher, client, lock)
-        outputs = self._outputs(config, client, self._entity_states(config, pipeline, client))
+        states = self._entity_states(config, pipeline, client)
+        if states is not None and checkpointer is not None:
+            # Aggregate states are written once per checkpoint, just before it is saved.
+            states.write_behind = True
+            checkpointer.before_save = states.flush
+        outputs = self._outputs(config, client, states)
         try:
             source = self._source(config)
         except BaseException:

@@ -202,9 +202,13 @@ class Checkpointer:
         score: Callable[[], dict[str, float]] = dict,
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
+        before_save: Callable[[], object] = lambda: None,
     ) -> None:
         self.store = store
         self.snapshot = snapshot
+        # Runs first in every save: state kept outside the checkpoint (per-entity aggregates
+        # written behind) is made durable before the offsets it covers are.
+        self.before_save = before_save
         self.load = load
         self.interval_s = interval_s
         self.fingerprint = fingerprint
@@ -229,6 +233,7 @@ class Checkpointer:
     ) -> Checkpoint:
         """Save the state as it is now, as having learned ``learned`` events up to ``offsets``."""
         self._due = self.clock() + self.interval_s  # a failed attempt waits a full interval too
+        self.before_save()
         version = max(self.last_version, *self.store.versions()[:1], 0) + 1
         checkpoint = Checkpoint(
             version=version,

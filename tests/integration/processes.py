@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import orjson
 import redis
 import yaml
@@ -32,7 +33,10 @@ from kafka import KafkaConsumer
 
 from connectors.embedded import free_port, redis_server_binary
 from connectors.kafka import KafkaSink, committed_offsets, end_offsets, read_all
+from connectors.redis_aggregates import AggregateStore
+from streamlearn.aggregates import Aggregator
 from streamlearn.config import parse_config
+from streamlearn.config_aggregates import AggregateSpec
 from streamlearn.errors import ConfigError
 from streamlearn.generators.fraud import FraudGenerator
 
@@ -42,6 +46,7 @@ GROUP_TIMING = {"session_timeout_ms": 6000, "heartbeat_interval_ms": 500}
 # What the engine's checkpoint contract provides: a save every second, a few versions kept, and
 # a replica lock whose lease a restart after SIGKILL waits out (at most ~3 s).
 CHECKPOINT = {"enabled": True, "interval_s": 1.0, "keep": 3, "lock_ttl_s": 3.0}
+AGGREGATES = {"events_seen": {"fn": "count", "window": "3650d"}}
 CONTRACT_KEYS = ("keep", "lock_ttl_s")
 STREAMLEARN = (sys.executable, "-m", "streamlearn")
 
@@ -74,6 +79,9 @@ def processor_config(broker: str, redis_url: str, topic: str, prefix: str) -> di
     pipeline = config["pipelines"][0]
     pipeline["source"] = {"topic": topic, "group": f"group-{topic}"}
     pipeline["checkpoint"] = dict(CHECKPOINT)
+    # A per-card count of every event: after the storm it must equal the card's event count
+    # (aggregate state is written behind, once per checkpoint, and must count each event once).
+    pipeline["schema"]["aggregates"] = AGGREGATES
     return config
 
 
@@ -450,6 +458,7 @@ class Outcome:
     dead_letters: int
     dead_letter_duplicates: int
     missing_dead_letters: list[str]
+    miscounted: list[str] = field(default_factory=list)  # entities whose aggregate is off
     figures: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -468,6 +477,7 @@ class Outcome:
             "dead_letters": self.dead_letters,
             "dead_letter_duplicates": self.dead_letter_duplicates,
             "missing_dead_letters": len(self.missing_dead_letters),
+            "miscounted_aggregates": len(self.miscounted),
             **self.figures,
         }
         text = f"{title}: " + ", ".join(f"{k}={v}" for k, v in line.items())
@@ -494,16 +504,37 @@ def collect(
         for entity in entities:
             pipe.exists(f"{prefix}:{PIPELINE}:pred:{entity}")
         found = pipe.execute()
+    counts = Counter(e["entity_id"] for e in stream.events)
+    counted = aggregate_counts(client, prefix, entities, max(e["ts"] for e in stream.events) + 1)
     return Outcome(
         valid_events=len(stream.events),
         entities=len(entities),
         unpredicted=[e for e, ok in zip(entities, found) if not ok],
+        miscounted=[e for e in entities if counted[e] != counts[e]],
         checkpoint=newest_checkpoint(config_path),
         malformed=len(bad_sources),
         dead_letters=sum(letters.values()),
         dead_letter_duplicates=sum(letters.values()) - len(letters),
         missing_dead_letters=sorted(bad_sources - set(letters)),
     )
+
+
+def aggregate_counts(
+    client: redis.Redis, prefix: str, entities: list[str], probe_ms: int
+) -> dict[str, float]:
+    """Each entity's stored ``events_seen``: how many of its events its state counts."""
+    aggregator = Aggregator(
+        {n: AggregateSpec.model_validate(s) for n, s in AGGREGATES.items()}, allowed_lateness_s=0
+    )
+    store = AggregateStore(client, prefix, PIPELINE, ttl_s=aggregator.state_ttl_s)
+    states = store.load(entities)
+    # A probe event after the last one, from a partition no event came from: its feature is the
+    # count of everything before it.
+    probe = aggregator.apply(
+        states, entities, np.full(len(entities), probe_ms), {}, {}, [999] * len(entities),
+        list(range(len(entities))),
+    )  # fmt: skip
+    return dict(zip(entities, probe.features["events_seen"].tolist()))
 
 
 # ---------------------------------------------------------------------------------------------

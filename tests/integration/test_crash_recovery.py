@@ -63,6 +63,11 @@ def contract_failures(outcome: Outcome, drained: Drain, exit_code: int | None) -
             f"the newest checkpoint learned {outcome.learned} events, "
             f"not each of the {outcome.valid_events} exactly once"
         )
+    if outcome.miscounted:
+        failures.append(
+            f"{len(outcome.miscounted)} of {outcome.entities} entities' aggregate state does not "
+            f"count each of their events once, e.g. {outcome.miscounted[:3]}"
+        )
     if outcome.missing_dead_letters:
         failures.append(
             f"{len(outcome.missing_dead_letters)} of {outcome.malformed} malformed messages "

@@ -96,3 +96,42 @@ def test_the_app_tells_the_cache_of_every_rebalance_before_the_runner() -> None:
         ("cache", [("t", 2)]),
         ("runner assigned", [("t", 2)]),
     ]
+
+
+def test_written_behind_states_reach_the_store_at_flush_and_only_then() -> None:
+    store = CountingStore()
+    cache = CachedStateStore(store, ttl_s=60, write_behind=True)
+    cache.save({"a": state_on(0, 1)})
+    assert "a" not in store.states
+    assert cache.load(["a"])["a"].positions == {0: 1}  # served from memory meanwhile
+    assert cache.flush() == 1 and store.states["a"].positions == {0: 1}
+    assert cache.flush() == 0
+
+
+def test_a_state_not_yet_written_is_written_before_it_is_evicted() -> None:
+    store = CountingStore()
+    cache = CachedStateStore(store, ttl_s=60, capacity=1, write_behind=True)
+    cache.save({"a": state_on(0, 1)})
+    cache.save({"b": state_on(0, 2)})  # "a" leaves memory: it is written first
+    assert store.states["a"].positions == {0: 1}
+    assert len(cache) == 1
+
+
+def test_a_moved_partition_drops_unwritten_states_too() -> None:
+    # Its next owner replays from the committed offsets, which the last flush covers.
+    store = CountingStore()
+    cache = CachedStateStore(store, ttl_s=60, write_behind=True)
+    cache.save({"a": state_on(0, 1)})
+    cache.moved([("activity", 0)])
+    assert cache.load(["a"])["a"].positions == {}
+    assert cache.flush() == 0 and "a" not in store.states
+
+
+def test_an_unwritten_state_does_not_expire_from_memory() -> None:
+    now = [0.0]
+    store = CountingStore()
+    cache = CachedStateStore(store, ttl_s=10, clock=lambda: now[0], write_behind=True)
+    cache.save({"a": state_on(0, 1)})
+    now[0] = 30.0
+    assert cache.load(["a"])["a"].positions == {0: 1}
+    assert store.reads == []
