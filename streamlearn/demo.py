@@ -2,8 +2,8 @@
 
 Starts the embedded broker and Redis, streams a synthetic workload (fraud transactions, or
 customer activity with churn labels 30 days later) into Kafka at a steady rate while the
-processor scores it, shows progress live, and leaves a JSON report. What differs per task is
-in :mod:`streamlearn.demo_tasks`.
+processor scores it, shows progress live, and leaves a JSON report, the run record and its
+HTML report. What differs per task is in :mod:`streamlearn.demo_tasks`.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from rich.live import Live
 from streamlearn.config import AppConfig
 from streamlearn.demo_tasks import DemoProgress, DemoTask, demo_config, ms, progress_table
 from streamlearn.errors import StreamlearnError
+from streamlearn.run_record import RunRecorder
 
 __all__ = ["run_demo"]
 
@@ -48,7 +49,8 @@ def run_demo(
     with EmbeddedBroker() as broker, EmbeddedRedis() as redis_server:
         config = demo_config(task, broker.bootstrap, redis_server.url, port)
         progress = DemoProgress()
-        app = App(config, observers=(progress,))
+        recorder = RunRecorder.for_config(config)
+        app = App(config, observers=(progress, recorder))
         console.print(
             f"broker {broker.bootstrap}, redis {redis_server.url}, "
             f"metrics http://127.0.0.1:{port}/metrics"
@@ -72,6 +74,7 @@ def run_demo(
         report = _report(task, progress, stream, time.monotonic() - started)
         report_path.write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2))
         _summary(console, task, report, report_path)
+        _write_run_report(console, recorder, report_path)
         _show_prediction(console, config, task)
         return report
 
@@ -240,6 +243,19 @@ def _summary(console: Console, task: DemoTask, report: dict[str, Any], path: Pat
         "against your own Redis: STREAMLEARN_REDIS_URL=redis://HOST:6379/0 "
         f"streamlearn query {task.name} {task.entity}"
     )
+
+
+def _write_run_report(console: Console, recorder: RunRecorder, report_path: Path) -> None:
+    """The run record beside the JSON report (``-run.json``) and its HTML page (``.html``)."""
+    from streamlearn.report import render_report
+
+    record_path = report_path.with_name(f"{report_path.stem}-run.json")
+    html_path = report_path.with_suffix(".html")
+    record = recorder.record()
+    record_path.write_bytes(orjson.dumps(record, option=orjson.OPT_INDENT_2))
+    html_path.write_text(render_report(record, "streamlearn demo report"), encoding="utf-8")
+    console.print(f"run record written to {record_path}")
+    console.print(f"HTML report (open it in a browser) written to {html_path}")
 
 
 def _show_prediction(console: Console, config: AppConfig, task: DemoTask) -> None:

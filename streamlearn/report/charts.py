@@ -199,7 +199,7 @@ def checkpoints(points: list[dict[str, Any]], marks: list[dict[str, Any]]) -> Ch
 def pipeline_charts(data: Mapping[str, Any]) -> dict[str, list[Chart | None]]:
     """Every chart of one pipeline, by report section (``None`` where there is nothing)."""
     points, marks = data["points"], data["marks"]
-    return {
+    charts: dict[str, list[Chart | None]] = {
         "Throughput and consumer lag": [throughput(points), lag(points)],
         "Batch size and triggers": [batches(points)],
         "Latency against the target": [latency(points, data.get("latency_target_ms"))],
@@ -210,3 +210,7 @@ def pipeline_charts(data: Mapping[str, Any]) -> dict[str, list[Chart | None]]:
         ],
         "Checkpoints": [checkpoints(points, marks)],
     }
+    if points:  # one time axis for every chart of the pipeline
+        for chart in (c for drawn in charts.values() for c in drawn if c is not None):
+            chart.x_min, chart.x_max = points[0]["t"], points[-1]["t"] + 1
+    return charts

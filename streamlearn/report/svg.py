@@ -56,6 +56,8 @@ class Chart:
     log_y: bool = False
     y_min: float | None = None
     y_max: float | None = None
+    x_min: float | None = None  # fixed x bounds: charts of one run share their time axis
+    x_max: float | None = None
     bars: bool = False  # stacked bars, one stack per x, instead of lines
     width: int = 880
     height: int = 260
@@ -144,6 +146,14 @@ def _ticks(values: list[float], log: bool, low: float | None, high: float | None
     return ticks
 
 
+def _low(ticks: list[float], bound: float | None) -> float:
+    return ticks[0] if bound is None else min(bound, ticks[0])
+
+
+def _high(ticks: list[float], bound: float | None) -> float:
+    return ticks[-1] if bound is None else max(bound, ticks[-1])
+
+
 def _y_values(chart: Chart) -> list[float]:
     if chart.bars:  # stacks: the sum of every series at each x
         totals: dict[float, float] = {}
@@ -170,11 +180,15 @@ def render(chart: Chart) -> str:
         xs = [0.0, 1.0]
     if not ys:
         ys = [0.0, 1.0]
-    x_ticks = _ticks(xs, chart.log_x, None, None)
+    x_ticks = _ticks(xs, chart.log_x, chart.x_min, chart.x_max)
     y_ticks = _ticks(ys, chart.log_y, chart.y_min, chart.y_max)
     w, h = chart.width, chart.height
-    sx = _Scale(x_ticks[0], x_ticks[-1], _LEFT, w - _RIGHT, chart.log_x)
-    sy = _Scale(y_ticks[0], y_ticks[-1], h - _BOTTOM, _TOP, chart.log_y)
+    sx = _Scale(
+        _low(x_ticks, chart.x_min), _high(x_ticks, chart.x_max), _LEFT, w - _RIGHT, chart.log_x
+    )
+    sy = _Scale(
+        _low(y_ticks, chart.y_min), _high(y_ticks, chart.y_max), h - _BOTTOM, _TOP, chart.log_y
+    )
     parts = [
         f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {w} {h}" width="{w}" '
         f'height="{h}" role="img" aria-label="{escape(chart.title)}" '
