@@ -141,7 +141,7 @@ def scores(points: list[dict[str, Any]], marks: list[dict[str, Any]], task: str)
         elif m["kind"] == "replacement":
             detail = f"model replaced at {m['t']} s (version {m.get('version')})"
             shown.append(Mark(m["t"], "model replaced", _REPLACED, detail))
-    return Chart("Prequential model score", TIME, "score (rolling)", series, marks=shown)
+    return Chart("Prequential model score", TIME, "prequential score", series, marks=shown)
 
 
 def _bin_width(points: list[dict[str, Any]]) -> int:

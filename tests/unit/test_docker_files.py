@@ -68,6 +68,13 @@ def exercised_hooks() -> PrometheusHooks:
     hooks.on_model_version("fraud", 3)
     hooks.on_checkpoint("fraud", time.time())
     hooks.on_ready(True)
+    # A retention pipeline (labels on their own topic) and a recommendation pipeline, for the
+    # per-task panels: label join rate and share, hit rate and NDCG at 10.
+    hooks.on_consumed("churn", 10)
+    hooks.on_learned("churn", 4)
+    hooks.on_labels_unmatched("churn", "past_horizon", 1)
+    hooks.on_consumed("recs", 10)
+    hooks.on_model_score("recs", {"hit_rate_at_10": 0.2, "ndcg_at_10": 0.1})
     return hooks
 
 
@@ -218,6 +225,26 @@ def test_dashboard_shows_every_exported_metric(dashboard: dict[str, Any]) -> Non
     assert missing == set()
 
 
+def test_dashboard_has_retention_and_recommendation_panels(dashboard: dict[str, Any]) -> None:
+    by_title = {p["title"]: [t["expr"] for t in p["targets"]] for p in dashboard["panels"]}
+    joined = by_title["Delayed labels: joined and unmatched / s"]
+    assert any("streamlearn_learned_total" in q for q in joined)
+    assert any("streamlearn_labels_unmatched_total" in q for q in joined)
+    assert 'metric="hit_rate_at_10"' in by_title["Recommendation: hit rate@10 (prequential)"][0]
+    assert 'metric="ndcg_at_10"' in by_title["Recommendation: NDCG@10 (prequential)"][0]
+
+
+def test_dashboard_panels_do_not_overlap(dashboard: dict[str, Any]) -> None:
+    cells = [
+        (p["gridPos"]["x"] + dx, p["gridPos"]["y"] + dy)
+        for p in dashboard["panels"]
+        for dx in range(p["gridPos"]["w"])
+        for dy in range(p["gridPos"]["h"])
+    ]
+    assert len(cells) == len(set(cells))
+    assert all(p["gridPos"]["x"] + p["gridPos"]["w"] <= 24 for p in dashboard["panels"])
+
+
 def test_every_dashboard_query_is_filtered_by_pipeline(dashboard: dict[str, Any]) -> None:
     (variable,) = dashboard["templating"]["list"]
     assert variable["name"] == "pipeline"
@@ -298,6 +325,8 @@ def wait_for_results(
         # Keep counters moving so rates between scrapes are not all zero.
         hooks.on_consumed("fraud", 10)
         hooks.on_predictions("fraud", np.array([0.003, 0.04]))
+        hooks.on_learned("churn", 4)
+        hooks.on_labels_unmatched("churn", "past_horizon", 1)
         answers = {q: api.query(q) for q in queries}
         for query, answer in answers.items():
             assert answer["status"] == "success", f"{query}: {answer.get('error')}"
