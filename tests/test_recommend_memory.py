@@ -52,7 +52,7 @@ def pickled_growth(users: tuple[int, int], items: tuple[int, int]) -> tuple[floa
     recs = []
     for u, i in zip(users, items):
         rec = Recommender(settings)
-        rec.learn(stream(users=u, items=i, n=20 * max(u, i), seed=1))
+        rec.learn(stream(users=u, items=i, n=4 * max(u, i), seed=1))
         recs.append(rec)
     small, large = recs
     grown = len(pickle.dumps(large)) - len(pickle.dumps(small))

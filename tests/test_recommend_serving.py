@@ -9,7 +9,13 @@ import numpy as np
 import pytest
 
 from streamlearn.generators.recommendation import recommendation_events
-from streamlearn.recommend import MODELS, InteractionBatch, Recommender, RecommenderSettings
+from streamlearn.recommend import (
+    MODELS,
+    InteractionBatch,
+    Recommender,
+    RecommenderSettings,
+    Served,
+)
 
 
 def batch_of(*rows: tuple[str, str, str] | tuple[str, str, str, float], t0: int = 0):
@@ -179,4 +185,5 @@ def test_k_and_an_empty_recommender():
     rec.learn(batch_of(("u", "a", "view"), ("u", "b", "view")))
     assert len(rec.recommend("v", k=1)) == 1
     rec.learn(InteractionBatch([], [], []))
+    assert rec.serve(InteractionBatch([], [], [])) == Served()
     assert replace(rec.settings, k=3).k == 3

@@ -158,7 +158,8 @@ class _Sequences:
         self.pre_len = valid.sum(axis=1)
         joined = owner[joins]
         self.batch_len = np.bincount(joined, minlength=len(pre))
-        self.start = np.r_[0, np.cumsum(self.pre_len + self.batch_len)[:-1]].astype(np.int64)
+        lengths = (self.pre_len + self.batch_len).astype(np.int64)
+        self.start = np.cumsum(lengths) - lengths
         total = int((self.pre_len + self.batch_len).sum())
         # Each event's place among its user's joining events in the batch (before it: `seen`).
         self.seen = _count_before(owner, joins)
@@ -203,5 +204,5 @@ def _count_before(groups: np.ndarray, mask: np.ndarray) -> np.ndarray:
 def _spans(starts: np.ndarray, sizes: np.ndarray) -> np.ndarray:
     """The indices ``start .. start + size - 1`` of each span, concatenated."""
     total = int(sizes.sum())
-    offsets = np.repeat(starts - np.r_[0, np.cumsum(sizes)[:-1]], sizes)
+    offsets = np.repeat(starts - (np.cumsum(sizes) - sizes), sizes)
     return np.arange(total, dtype=np.int64) + offsets

@@ -235,7 +235,7 @@ class Recommender:
 
 
 def _top_k(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Each row's k best columns and values, best first (ties: the lower column first)."""
+    """Each row's k best columns and values, best first (equal values by column)."""
     k = min(k, scores.shape[1])
     top = np.argpartition(-scores, k - 1, axis=1)[:, :k]
     values = np.take_along_axis(scores, top, axis=1)
