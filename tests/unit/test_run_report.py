@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -237,10 +238,20 @@ def test_report_screenshot_in_headless_chromium(tmp_path: Path, record: dict) ->
         pytest.skip("chromium is not on PATH (Debian package `chromium`)")
     page = tmp_path / "report.html"
     page.write_text(render_report(record), encoding="utf-8")
-    shot = tmp_path / "report.png"
+    # Set STREAMLEARN_REPORT_SCREENSHOT=path.png to keep the screenshot and look at it.
+    shot = Path(os.environ.get("STREAMLEARN_REPORT_SCREENSHOT") or tmp_path / "report.png")
     subprocess.run(
-        [chromium, "--headless", "--no-sandbox", "--disable-gpu", f"--screenshot={shot}",
-         "--window-size=1000,2400", page.as_uri()],
-        check=True, capture_output=True, timeout=60,
+        [
+            chromium,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            f"--screenshot={shot}",
+            "--window-size=1000,2400",
+            page.as_uri(),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=60,
     )
     assert shot.stat().st_size > 20_000  # a blank page is a few kB
