@@ -108,15 +108,20 @@ class _MaskedText(logging.Formatter):
 def configure_logging(level: str = "INFO", log_format: str = "text") -> None:
     """Send every log record to stderr, readable (``text``) or as JSON lines (``json``).
 
-    Replaces the root logger's handlers, so calling it again switches format.
+    Replaces the handler an earlier call installed, so calling it again switches format;
+    handlers others installed (a test runner's) are left alone.
     """
     if log_format not in LOG_FORMATS:
         raise ValueError(f"unknown log format {log_format!r}: expected one of {LOG_FORMATS}")
-    handler = logging.StreamHandler()
+    handler = _OurHandler()
     handler.addFilter(PipelineContext())
     handler.setFormatter(JsonFormatter() if log_format == "json" else _MaskedText(TEXT_FORMAT))
     root = logging.getLogger()
-    for old in list(root.handlers):
+    for old in [h for h in root.handlers if isinstance(h, _OurHandler)]:
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level.upper())
+
+
+class _OurHandler(logging.StreamHandler):
+    """The stderr handler :func:`configure_logging` installs (so it can find it again)."""
