@@ -38,7 +38,7 @@ class RecommendationConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     k: int = Field(default=10, ge=1, le=1000)
-    model: RecommenderName = "blend"
+    model: RecommenderName = "cooccurrence"
     event_weights: dict[EventType, float] = Field(default_factory=dict)
     exclude: tuple[EventType, ...] = ("purchase", "rating")
     max_users: int = Field(default=100_000, ge=1)
