@@ -132,7 +132,7 @@ def test_lists_served_and_learned_exactly_once_across_a_restart(
         assert not ranked or 0 < ttl <= 604_800_000
     # Users whose last batch came after the model had learned something all have a list.
     last_served = {r["user_id"]: r for r in served}  # a user's records keep their order
-    assert listed == sum(r["model_version"] > 0 for r in last_served.values()) > 0.9 * len(users)
+    assert listed == sum(r["model_version"] > 0 for r in last_served.values()) > len(users) // 2
 
     dead = read_all(broker, f"{topic}.dlq")
     reasons = sorted(dict(m.headers)["reason"].decode() for m in dead)
