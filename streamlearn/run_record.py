@@ -92,7 +92,6 @@ class _PipelineRecord:
             "unmatched": {},
             "batches": {},
         }
-        self.first_scores: dict[str, float] = {}
         self.last_scores: dict[str, float] = {}
         self.last_version: int | None = None
 
@@ -124,7 +123,6 @@ class _PipelineRecord:
             "latency_target_ms": self.target_ms,
             "totals": self.totals,
             "latency_ms": _percentiles_ms(self.latency_counts),
-            "first_scores": self.first_scores,
             "last_scores": self.last_scores,
             "points_dropped": dropped,
             "points": points,
@@ -278,8 +276,6 @@ class RunRecorder(PipelineHooks):
         with self._lock:
             record, second, _ = self._now(pipeline)
             second.scores.update(finite)
-            for name, value in finite.items():
-                record.first_scores.setdefault(name, value)
             record.last_scores.update(finite)
 
     def on_drift(self, pipeline: str) -> None:  # noqa: D102

@@ -60,8 +60,7 @@ def latency_sentence(data: Mapping[str, Any]) -> str:
 
 def model_sentence(data: Mapping[str, Any]) -> str:
     """How the task's score moved, and what the drift detector and replacements did."""
-    last, first = data.get("last_scores") or {}, data.get("first_scores") or {}
-    totals = data["totals"]
+    last, totals = data.get("last_scores") or {}, data["totals"]
     metrics = headline_metrics(data.get("task", ""), last)
     if not metrics:
         text = "No prequential score was reported"
@@ -69,21 +68,17 @@ def model_sentence(data: Mapping[str, Any]) -> str:
     else:
         parts = []
         for metric in metrics:
-            reported = [
-                p["scores"][metric] for p in data["points"] if metric in p.get("scores", {})
-            ]
-            low = f", lowest {min(reported):.3f}" if reported else ""
-            parts.append(
-                f"{metric_title(metric)} ended at {last[metric]:.3f} "
-                f"(first reported {first.get(metric, last[metric]):.3f}{low})"
-            )
+            # As charted: the last value reported in each second.
+            charted = [p["scores"][metric] for p in data["points"] if metric in p.get("scores", {})]
+            moved = f" (from {charted[0]:.3f}, lowest {min(charted):.3f})" if charted else ""
+            parts.append(f"{metric_title(metric)} ended at {last[metric]:.3f}{moved}")
         text = "The model's " + " and ".join(parts)
         text += f", having learned from {_count(totals['learned'], 'event', 'events')}."
     drifts, replaced = totals["drifts"], totals["replacements"]
     marks = data.get("marks", [])
     if drifts:
         first_drift = next((m["t"] for m in marks if m["kind"] == "drift"), None)
-        at = f" (first at {first_drift:g} s)" if first_drift is not None else ""
+        at = f" (first at {first_drift:.1f} s)" if first_drift is not None else ""
         text += f" The drift detector fired {_count(drifts, 'time', 'times')}{at}"
         text += (
             f" and the model was replaced {_count(replaced, 'time', 'times')}."
@@ -101,7 +96,7 @@ def summary(name: str, data: Mapping[str, Any], duration_s: float) -> str:
     """The paragraph at the top of the report for one pipeline.
 
     >>> data = {"task": "classification", "latency_target_ms": 100.0,
-    ...         "latency_ms": {"p99": 40.0}, "first_scores": {"auc": 0.8},
+    ...         "latency_ms": {"p99": 40.0},
     ...         "last_scores": {"auc": 0.9}, "marks": [],
     ...         "points": [{"t": 0, "consumed": 900, "scores": {"auc": 0.8}},
     ...                    {"t": 1, "consumed": 100, "scores": {"auc": 0.9}}],
@@ -111,13 +106,14 @@ def summary(name: str, data: Mapping[str, Any], duration_s: float) -> str:
     >>> print(summary("fraud", data, 2.0))  # doctest: +NORMALIZE_WHITESPACE
     fraud (classification) consumed 1,000 messages in 2 s (peak 900 a second) and wrote 1,000
     predictions. The latency target of 100 ms held: 100.00% of 1,000 predictions were written
-    within it, p99 40 ms over the run. The model's AUC ended at 0.900 (first reported 0.800,
-    lowest 0.800), having learned from 1,000 events. No drift was detected.
+    within it, p99 40 ms over the run. The model's AUC ended at 0.900 (from 0.800, lowest 0.800),
+    having learned from 1,000 events. No drift was detected.
     """
     totals = data["totals"]
     peak = max((p.get("consumed", 0) for p in data["points"]), default=0)
+    task = data.get("task", "unknown task")
     text = (
-        f"{name} ({data.get('task', 'unknown task')}) consumed "
+        f"{name}{'' if task == name else f' ({task})'} consumed "
         f"{_count(totals['consumed'], 'message', 'messages')} in {duration_s:,.0f} s "
         f"(peak {peak:,} a second) and wrote "
         f"{_count(totals['predicted'], 'prediction', 'predictions')}. "

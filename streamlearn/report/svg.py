@@ -322,7 +322,7 @@ def _legend(chart: Chart) -> list[str]:
             entries.append((m.label, m.color))
     out, x = [], chart.width - _RIGHT
     for name, color in reversed(entries):
-        x -= 7 * len(name) + 26
+        x -= 7 * len(name) + 34
         out.append(f'<rect x="{x}" y="8" width="12" height="10" fill="{color}"/>')
         out.append(f'<text x="{x + 16}" y="17">{escape(name)}</text>')
     return out

@@ -182,8 +182,8 @@ def test_summary_says_the_target_held_and_how_the_model_did(record: dict) -> Non
     text = summary.group(1)
     assert "fraud (classification) consumed 360,000 messages in 90 s" in text
     assert "The latency target of 100 ms held" in text
-    assert "AUC ended at 0.905" in text and "lowest 0.700" in text
-    assert "drift detector fired once (first at 50.75 s)" in text
+    assert "AUC ended at 0.905 (from 0.900, lowest 0.700)" in text
+    assert "drift detector fired once (first at 50.8 s)" in text
     assert "model was replaced once" in text
     assert "12 messages were dead-lettered (not_json 9, missing_field 3)" in text
 
