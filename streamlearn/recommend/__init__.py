@@ -10,8 +10,8 @@ With the defaults (history 50, 100 excluded items, 50 neighbours, 32 factors) a 
 costs about 1.4 kB pickled (history ring 0.6 kB, exclusion ring 0.8 kB, the id) and an item
 about 0.7 kB (co-occurrence row 0.4 kB, factors 0.26 kB, popularity, generation, the id); in
 memory add roughly 0.15 kB each for the id's string and table entry. So the full default caps
-(100 000 users, 50 000 items) hold about 200 MB; ``tests/test_recommend_memory.py`` measures the
-per-user and per-item figures.
+(100 000 users, 50 000 items) hold about 200 MB; ``tests/unit/test_recommend_memory.py``
+measures the per-user and per-item figures.
 
 Examples
 --------
