@@ -7,6 +7,7 @@ drift detector fired, the model was replaced and checkpoints were written.
 
 from __future__ import annotations
 
+import copy
 import threading
 import time
 from collections import deque
@@ -102,8 +103,11 @@ class _PipelineRecord:
         if current is not None:
             self._keep(current.point())
             # Seconds without any call are kept as empty points: nothing happened then.
-            for idle in range(current.t + 1, min(t, current.t + 1 + (self.points.maxlen or 0))):
-                self._keep({"t": idle})
+            idle = max(0, t - current.t - 1)
+            kept = min(idle, self.capacity)
+            self.dropped += idle - kept
+            for second in range(t - kept, t):
+                self._keep({"t": second})
         self.current = _Second(t)
         return self.current
 
@@ -118,16 +122,19 @@ class _PipelineRecord:
             points.append(self.current.point())
             if len(points) > self.capacity:
                 points, dropped = points[1:], dropped + 1
-        return {
-            "task": self.task,
-            "latency_target_ms": self.target_ms,
-            "totals": self.totals,
-            "latency_ms": _percentiles_ms(self.latency_counts),
-            "last_scores": self.last_scores,
-            "points_dropped": dropped,
-            "points": points,
-            "marks": list(self.marks),
-        }
+        # Copies: the pipelines go on counting while the caller writes this out.
+        return copy.deepcopy(
+            {
+                "task": self.task,
+                "latency_target_ms": self.target_ms,
+                "totals": self.totals,
+                "latency_ms": _percentiles_ms(self.latency_counts),
+                "last_scores": self.last_scores,
+                "points_dropped": dropped,
+                "points": points,
+                "marks": list(self.marks),
+            }
+        )
 
 
 def _percentiles_ms(counts: np.ndarray) -> dict[str, float] | None:

@@ -113,6 +113,26 @@ def test_the_ring_keeps_the_newest_seconds_and_says_how_many_it_dropped() -> Non
     assert fraud["totals"]["consumed"] == 25
 
 
+def test_a_long_idle_gap_keeps_its_newest_seconds() -> None:
+    clock = Clock()
+    rec = RunRecorder(capacity=5, clock=clock)
+    rec.on_consumed("p", 1)
+    clock.now = 100.0
+    rec.on_consumed("p", 2)
+    points = rec.record()["pipelines"]["p"]
+    assert [p["t"] for p in points["points"]] == [96, 97, 98, 99, 100]
+    assert points["points_dropped"] == 96
+
+
+def test_a_record_does_not_change_while_pipelines_go_on() -> None:
+    rec = RunRecorder(clock=Clock())
+    rec.on_invalid("p", "not_json", 1)
+    record = rec.record()
+    rec.on_invalid("p", "not_json", 1)
+    assert record["pipelines"]["p"]["totals"]["invalid"] == {"not_json": 1}
+    assert record["pipelines"]["p"]["points"][0]["invalid"] == {"not_json": 1}
+
+
 def test_idle_seconds_are_empty_points() -> None:
     clock = Clock()
     rec = RunRecorder(clock=clock)
