@@ -106,7 +106,7 @@ def _totals_table(data: Mapping[str, Any]) -> str:
     latency = data.get("latency_ms") or {}
     for name in ("p50", "p90", "p99", "max"):
         if name in latency:
-            rows.append((f"latency {name} (ms, histogram bin edge)", f"{latency[name]:,.4g}"))
+            rows.append((f"latency {name} (ms, histogram bin edge)", _ms(latency[name])))
     for trigger, (count, events) in sorted(totals["batches"].items()):
         rows.append(
             (f"batches closed by {trigger}", f"{count:,} ({events / count:,.1f} mean size)")
@@ -124,3 +124,12 @@ def _totals_table(data: Mapping[str, Any]) -> str:
     ]
     body = "".join(f'<tr><td>{escape(k)}</td><td class="n">{escape(v)}</td></tr>' for k, v in rows)
     return f"<table>{body}</table>"
+
+
+def _ms(value: float) -> str:
+    """A latency for the table: three significant digits, whole milliseconds from 1 s.
+
+    >>> _ms(33.497), _ms(1_000_000.0), _ms(0.1259)
+    ('33.5', '1,000,000', '0.126')
+    """
+    return f"{value:,.0f}" if value >= 1000 else f"{value:.3g}"

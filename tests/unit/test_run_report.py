@@ -56,6 +56,8 @@ def simulated_run(seconds: int = 90) -> dict:
             rec.on_drift("fraud")
         if second % 10 == 9:
             rec.on_checkpoint("fraud", 1.8e9 + second)
+        if second % 20 == 15:
+            rec.on_labels_unmatched("fraud", "past_horizon", 2)
         if second % 30 == 5:
             rec.on_invalid("fraud", "not_json", 3)
             rec.on_invalid("fraud", "missing_field", 1)
@@ -184,6 +186,7 @@ def test_report_has_every_section_and_one_image_per_plot(record: dict) -> None:
         "Latency, event ingest to prediction written",
         "Prequential model score",
         "Dead-lettered events by reason",
+        "Unmatched labels by reason",
         "Checkpoint age",
     ]
     assert page.count("<figure>") == len(titles)
@@ -206,6 +209,7 @@ def test_summary_says_the_target_held_and_how_the_model_did(record: dict) -> Non
     assert "drift detector fired once (first at 50.8 s)" in text
     assert "model was replaced once" in text
     assert "12 messages were dead-lettered (not_json 9, missing_field 3)" in text
+    assert "Labels that matched no event: past_horizon 8" in text
 
 
 def test_score_chart_marks_drift_and_replacement(record: dict) -> None:
