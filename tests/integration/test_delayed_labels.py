@@ -105,31 +105,42 @@ def run(app: App, max_events: int | None = None, until: dict | None = None) -> i
         guard.cancel()
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="intermittent (about 1 run in 3 under load): after an in-process stop at max_events "
-    "and a restart, one entity sometimes has no prediction; under investigation (closing note)",
-)
-def test_each_label_is_learned_once_across_a_restart(broker: str, redis_url: str, topic: str):
+@pytest.fixture(scope="module")
+def restarted(broker: str, redis_url: str) -> dict:
+    """One stream of events and labels, consumed by a run stopped half-way and a second run."""
+    topic = f"test-delayed-restart-{uuid.uuid4().hex[:8]}"
     counts = produce(broker, topic)
     total = EVENTS + counts["labelled"] + counts["duplicates"] + counts["ghosts"] + counts["bad"]
     prefix = f"t{uuid.uuid4().hex[:6]}"
     config = settings(broker, redis_url, topic, prefix)
     with App(config) as first:
         learned_first = run(first, total // 2)
+        counted_first = first.metrics.registry.get_sample_value(
+            "streamlearn_labels_unmatched_total", {"pipeline": "fraud", "reason": "duplicate"}
+        )
     ends = {
         (t, p): end for t in (topic, f"{topic}-labels") for p, end in end_offsets(broker, t).items()
     }
     with App(config) as second:
         learned_second = run(second, until=ends)
-        metrics = second.metrics
-    assert learned_first + learned_second == counts["labelled"]
-    assert newest(redis_url, prefix).learned == counts["labelled"]
+        counted_second = second.metrics.registry.get_sample_value(
+            "streamlearn_labels_unmatched_total", {"pipeline": "fraud", "reason": "duplicate"}
+        )
+    return {
+        "topic": topic,
+        "prefix": prefix,
+        "counts": counts,
+        "learned": (learned_first, learned_second),
+        "duplicates_counted": (counted_first or 0) + (counted_second or 0),
+    }
 
-    # Every event was scored on arrival.
-    store = PredictionStore(redis.Redis.from_url(redis_url), prefix, "fraud", ttl_s=0)
-    for event in FraudGenerator(seed=4).events(EVENTS):
-        assert store.read(event["entity_id"]) is not None
+
+def test_each_label_is_learned_once_across_a_restart(
+    broker: str, redis_url: str, restarted: dict
+) -> None:
+    topic, prefix, counts = restarted["topic"], restarted["prefix"], restarted["counts"]
+    assert sum(restarted["learned"]) == counts["labelled"]
+    assert newest(redis_url, prefix).learned == counts["labelled"]
 
     dead = read_all(broker, f"{topic}.dlq")
     reasons = [dict(m.headers)["reason"].decode() for m in dead]
@@ -140,7 +151,17 @@ def test_each_label_is_learned_once_across_a_restart(broker: str, redis_url: str
         "not_json",
         "wrong_type",
     ]
-    unmatched = metrics.registry.get_sample_value(
-        "streamlearn_labels_unmatched_total", {"pipeline": "fraud", "reason": "duplicate"}
-    )
-    assert unmatched is not None and unmatched > 0  # counted (this run's share)
+    # Each run counts the duplicates it dead-lettered (which run reads them depends on timing).
+    assert restarted["duplicates_counted"] == counts["duplicates"]
+
+
+@pytest.mark.xfail(
+    strict=False,
+    reason="intermittent (seen about 1 run in 3 under load in an earlier session, not since): "
+    "after an in-process stop at max_events and a restart, one entity had no prediction; "
+    "under investigation (closing note)",
+)
+def test_every_event_is_scored_across_a_restart(redis_url: str, restarted: dict) -> None:
+    store = PredictionStore(redis.Redis.from_url(redis_url), restarted["prefix"], "fraud", ttl_s=0)
+    for event in FraudGenerator(seed=4).events(EVENTS):
+        assert store.read(event["entity_id"]) is not None
