@@ -21,6 +21,12 @@ DEFAULT_LATENCY_BUCKETS_S: tuple[float, ...] = (
     0.001, 0.002, 0.005, 0.01, 0.02, 0.035, 0.05, 0.075,
     0.1, 0.15, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 )  # fmt: skip
+# Labels come seconds (a declined payment) to weeks (a chargeback, churn) after their event.
+MINUTE, HOUR, DAY = 60.0, 3600.0, 86400.0
+LABEL_DELAY_BUCKETS_S = (
+    1.0, 10.0, MINUTE, 10 * MINUTE, HOUR, 6 * HOUR, DAY, 3 * DAY, 7 * DAY, 14 * DAY, 30 * DAY,
+    45 * DAY, 60 * DAY, 90 * DAY,
+)  # fmt: skip
 DEFAULT_STAGE_BUCKETS_S: tuple[float, ...] = (
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 )  # fmt: skip
@@ -103,6 +109,12 @@ class PrometheusHooks(PipelineHooks):
             latency_buckets_s,
             registry=self.registry,
         )
+        self.label_delay = ArrayHistogram(
+            "streamlearn_label_delay_seconds",
+            "Event-time delay of each delayed label after its event, as joined and learned.",
+            LABEL_DELAY_BUCKETS_S,
+            registry=self.registry,
+        )
         self.checkpoint_age = CheckpointAge(clock, registry=self.registry)
 
     def _counter(self, name: str, documentation: str, *labels: str) -> Counter:
@@ -119,6 +131,9 @@ class PrometheusHooks(PipelineHooks):
 
     def on_labels_unmatched(self, pipeline: str, reason: str, n: int) -> None:  # noqa: D102
         self.labels_unmatched.labels(pipeline, reason).inc(n)
+
+    def on_label_delays(self, pipeline: str, delays_s: np.ndarray) -> None:  # noqa: D102
+        self.label_delay.observe_many(pipeline, delays_s)
 
     def on_predictions(self, pipeline: str, latencies_s: np.ndarray) -> None:  # noqa: D102
         self.predictions.labels(pipeline).inc(len(latencies_s))

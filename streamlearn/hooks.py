@@ -32,6 +32,13 @@ class PipelineHooks:
     def on_labels_unmatched(self, pipeline: str, reason: str, n: int) -> None:
         """``n`` delayed labels matched no event for ``reason`` and were dead-lettered."""
 
+    def on_label_delays(self, pipeline: str, delays_s: np.ndarray) -> None:
+        """Delayed labels joined their events; each label's delay after its event, in seconds.
+
+        The delay is in event time: the label message's record timestamp less its event's time,
+        for labels that came after their event (one that came first waited for it: no delay).
+        """
+
     def on_predictions(self, pipeline: str, latencies_s: np.ndarray) -> None:
         """Predictions were written; one latency (ingest → written, seconds) per prediction."""
 

@@ -229,6 +229,8 @@ class PipelineRunner:
         self._report_learning(outcome.learned, outcome.metrics, outcome.drift)
         for reason, count in outcome.unmatched.items():
             hooks.on_labels_unmatched(name, reason, count)
+        if outcome.label_delays_s is not None and len(outcome.label_delays_s):
+            hooks.on_label_delays(name, outcome.label_delays_s)
         self.batcher.observe(len(batch), finished - started, trigger, lag=self._lag)
         hooks.on_batch_closed(name, len(batch), trigger.value)
         hooks.on_batch_size(name, self.batcher.size)

@@ -45,6 +45,8 @@ class LearnOutcome:
     metrics: dict[str, float] = field(default_factory=dict)
     # Labels that matched no event, by reason (duplicate, past_horizon, unknown_event).
     unmatched: dict[str, int] = field(default_factory=dict)
+    # Event-time delay (seconds) of each label learned that came after its event.
+    label_delays_s: np.ndarray | None = None
 
 
 class Task(Protocol):

@@ -238,6 +238,7 @@ class ClassificationTask:
         if self.entity_features is not None:
             self.entity_features.restore(decoded, [p.get("a", {}) for p in kept])
         outcome = self._learn(self.featurizer.transform(decoded), served, targets)
+        outcome.label_delays_s = label_delays(scored.arrived, kept)
         outcome.unmatched = dict(Counter(r.reason for r in exchange.unmatched))
         if exchange.expired:
             outcome.unmatched["unknown_event"] = len(exchange.expired)
@@ -299,6 +300,22 @@ class ClassificationTask:
             return {}
         self._metrics_due = now + self.metrics_interval_ms
         return self.evaluator.scores()
+
+
+def label_delays(arrived: ArrivedLabels | None, kept: list[dict[str, Any]]) -> np.ndarray:
+    """Event-time delay (s) of the batch's labels that joined an event scored earlier.
+
+    ``kept`` are the joined events' stored payloads (``e``: event id, ``t``: event time ms).
+
+    >>> arrived = ArrivedLabels(event_ids=["a", "b"], ts_ms=[5_000, 9_000])
+    >>> label_delays(arrived, [{"e": "a", "t": 2_000}, {"e": "c", "t": 1_000}]).tolist()
+    [3.0]
+    """
+    if arrived is None or not len(arrived):
+        return np.empty(0)
+    when = dict(zip(arrived.event_ids, arrived.ts_ms))
+    delays = [(when[p["e"]] - p["t"]) / 1000.0 for p in kept if p.get("e") in when and "t" in p]
+    return np.maximum(np.asarray(delays, dtype=np.float64), 0.0)
 
 
 def explain(model: BatchModel, features: FeatureBatch, top: int = 3) -> list[str] | None:

@@ -103,7 +103,7 @@ class DelayedLabels:
         is not to be learned in this batch; ``None`` allows all.
         """
         kept = [j for j in joins if allowed is None or j.joiner in allowed]
-        kept_payloads = [orjson.loads(j.payload) for j in kept]
+        kept_payloads = [{**orjson.loads(j.payload), "e": j.event_id} for j in kept]
         decoded = self.events.decode([p["v"].encode() for p in kept_payloads])
         good = decoded.index.tolist()  # a stored message always decodes; keep the guard
         targets = np.array([kept[i].target for i in good], dtype=np.float64)

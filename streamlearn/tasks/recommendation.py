@@ -173,7 +173,9 @@ class RecommendationTask:
         drifted = self._watch(self.evaluator.last_hits)
         self.recommender.learn(batch, kept)
         self._version += 1
-        return LearnOutcome(learned=int(kept.sum()), drift=drifted, metrics=self.evaluator.rolling())
+        return LearnOutcome(
+            learned=int(kept.sum()), drift=drifted, metrics=self.evaluator.rolling()
+        )
 
     def _watch(self, hits: np.ndarray) -> bool:
         # The detector watches misses; the first grace_events only warm it up.

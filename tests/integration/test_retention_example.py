@@ -125,9 +125,16 @@ def test_every_customer_scored_every_label_learned_once(
         finally:
             guard.cancel()
             producer.join()
-        auc = app.metrics.registry.get_sample_value(
+        registry = app.metrics.registry
+        auc = registry.get_sample_value(
             "streamlearn_model_score", {"pipeline": "retention", "metric": "auc"}
         )
+        delays = {
+            stat: registry.get_sample_value(
+                f"streamlearn_label_delay_seconds_{stat}", {"pipeline": "retention"}
+            )
+            for stat in ("count", "sum")
+        }
     events = [orjson.loads(m.value) for m in read_all(broker, topics["events"])]
     labels = [orjson.loads(m.value) for m in read_all(broker, topics["labels"])]
     assert len(events) == EVENTS and len(events) + len(labels) == total
@@ -155,6 +162,10 @@ def test_every_customer_scored_every_label_learned_once(
     assert Checkpoint.from_fields(checkpoints.load(checkpoints.versions()[0])).learned == joinable
     assert read_all(broker, f"{topic}.dlq") == []  # nothing malformed, no label unmatched
     assert auc is not None and 0.0 <= auc <= 1.0
+    # Each label is sent 30 days of event time after its event; the delay says so. (A label read
+    # before its event, which a live stream can do across topics, waited for it: no delay.)
+    assert delays["count"] is not None and 0 < delays["count"] <= joinable
+    assert delays["sum"] == pytest.approx(delays["count"] * 30 * 86_400)
     assert max(versions) > 0  # the latest risks come from a model that learned from labels
 
 

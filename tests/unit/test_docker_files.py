@@ -73,6 +73,7 @@ def exercised_hooks() -> PrometheusHooks:
     hooks.on_consumed("churn", 10)
     hooks.on_learned("churn", 4)
     hooks.on_labels_unmatched("churn", "past_horizon", 1)
+    hooks.on_label_delays("churn", np.array([30 * 86_400.0]))
     hooks.on_consumed("recs", 10)
     hooks.on_model_score("recs", {"hit_rate_at_10": 0.2, "ndcg_at_10": 0.1})
     return hooks
@@ -327,6 +328,7 @@ def wait_for_results(
         hooks.on_predictions("fraud", np.array([0.003, 0.04]))
         hooks.on_learned("churn", 4)
         hooks.on_labels_unmatched("churn", "past_horizon", 1)
+        hooks.on_label_delays("churn", np.array([29 * 86_400.0, 31 * 86_400.0]))
         answers = {q: api.query(q) for q in queries}
         for query, answer in answers.items():
             assert answer["status"] == "success", f"{query}: {answer.get('error')}"

@@ -330,3 +330,14 @@ def test_stop_releases_the_port(hooks: PrometheusHooks) -> None:
         assert get(f"http://127.0.0.1:{port}/healthz")[0] == 200
     finally:
         again.stop()
+
+
+def test_label_delays_fill_a_histogram_from_seconds_to_months() -> None:
+    hooks = PrometheusHooks()
+    day = 86_400.0
+    hooks.on_label_delays("retention", np.array([5.0, 30 * day, 40 * day]))
+    sample = hooks.registry.get_sample_value
+    labels = {"pipeline": "retention"}
+    assert sample("streamlearn_label_delay_seconds_count", labels) == 3
+    assert sample("streamlearn_label_delay_seconds_bucket", {**labels, "le": "10.0"}) == 1
+    assert sample("streamlearn_label_delay_seconds_bucket", {**labels, "le": "2.592e+06"}) == 2
