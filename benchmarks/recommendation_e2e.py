@@ -88,23 +88,41 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--events", type=int, help=f"interactions (default {FULL_EVENTS:,})")
     parser.add_argument("--profile", action="store_true", help="add a py-spy profiled run")
     parser.add_argument("--out", type=Path, default=RESULTS, help="where results are written")
+    parser.add_argument(
+        "--max-users",
+        type=int,
+        help="cap on users held (default: the config's); with --max-items, results go to "
+        "recommendation_e2e_capped.{json,md}: a run whose caps are reached shows the bound",
+    )
+    parser.add_argument("--max-items", type=int, help="cap on items held (default: the config's)")
     args = parser.parse_args(argv)
+    caps = {
+        key: value
+        for key, value in (("max_users", args.max_users), ("max_items", args.max_items))
+        if value is not None
+    }
     logging.basicConfig(level=logging.ERROR, format="%(asctime)s %(name)s %(message)s")
     events = args.events or (QUICK_EVENTS if args.quick else FULL_EVENTS)
     command = "python -m benchmarks.recommendation_e2e " + " ".join(
         shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:])
     )
-    results = run(events, quick=args.quick, profile=args.profile, command=command.strip())
-    json_path, md_path = write(results, args.out)
+    results = run(events, args.quick, args.profile, command.strip(), caps)
+    json_path, md_path = write(results, args.out, "recommendation_e2e_capped" if caps else None)
     print(f"results written to {json_path} and {md_path}")
     print(md_path.read_text(encoding="utf-8"))
 
 
-def run(events: int, quick: bool, profile: bool, command: str) -> dict[str, Any]:
-    """Produce and process ``events`` interactions (twice with ``profile``); every figure."""
+def run(
+    events: int, quick: bool, profile: bool, command: str, caps: dict[str, int] | None = None
+) -> dict[str, Any]:
+    """Produce and process ``events`` interactions (twice with ``profile``); every figure.
+
+    ``caps`` overrides the configuration's ``max_users`` / ``max_items``.
+    """
     machine = machine_info()
     started = time.monotonic()
-    e2e = run_end_to_end(events, "interactions-e2e")
+    caps = caps or {}
+    e2e = run_end_to_end(events, "interactions-e2e", caps=caps)
     print(
         f"end to end: {e2e['interactions_per_s']:,} interactions/s over {e2e['processing_s']} s"
         f" [{time.monotonic() - started:.0f} s]",
@@ -123,18 +141,20 @@ def run(events: int, quick: bool, profile: bool, command: str) -> dict[str, Any]
             "partitions": PARTITIONS,
             "key": "user_id",
         },
-        "pipeline": _pipeline_dict(),
+        "pipeline": _pipeline_dict(caps),
         "end_to_end": e2e,
     }
     if profile:
-        results["profile"] = _profiled(events)
+        results["profile"] = _profiled(events, caps)
     results["machine"]["load_average_at_end"] = os.getloadavg()
     results["wall_seconds"] = round(time.monotonic() - started, 1)
     results["targets"] = targets(results)
     return results
 
 
-def run_end_to_end(events: int, topic: str, profile: Path | None = None) -> dict[str, Any]:
+def run_end_to_end(
+    events: int, topic: str, profile: Path | None = None, caps: dict[str, int] | None = None
+) -> dict[str, Any]:
     """Produce ``events`` interactions to ``topic``, then process them; on fresh services."""
     with EmbeddedBroker() as broker, EmbeddedRedis() as redis_server:
         produced = _in_child(_produce, events, broker.bootstrap, topic)
@@ -143,16 +163,16 @@ def run_end_to_end(events: int, topic: str, profile: Path | None = None) -> dict
             flush=True,
         )
         processed = _in_child(
-            _process, events, broker.bootstrap, redis_server.url, topic, profile=profile
+            _process, events, broker.bootstrap, redis_server.url, topic, caps or {}, profile=profile
         )
     return {"produced": produced, **processed}
 
 
-def _profiled(events: int) -> dict[str, Any]:
+def _profiled(events: int, caps: dict[str, int]) -> dict[str, Any]:
     path = Path(os.environ.get("TMPDIR", "/tmp")) / f"recommendation-spy-{os.getpid()}.txt"
     began = time.monotonic()
     try:
-        profiled = run_end_to_end(events, "interactions-spy", profile=path)
+        profiled = run_end_to_end(events, "interactions-spy", profile=path, caps=caps)
         summary = profile_summary(path, PROFILE_RATE_HZ)
     finally:
         path.unlink(missing_ok=True)
@@ -164,7 +184,9 @@ def _profiled(events: int) -> dict[str, Any]:
     }
 
 
-def app_config(bootstrap: str, redis_url: str, topic: str) -> AppConfig:
+def app_config(
+    bootstrap: str, redis_url: str, topic: str, caps: dict[str, int] | None = None
+) -> AppConfig:
     """The packaged recommendation configuration, reading ``topic`` in a group of that name.
 
     Examples
@@ -179,11 +201,12 @@ def app_config(bootstrap: str, redis_url: str, topic: str) -> AppConfig:
     pipeline = base["pipelines"][0]
     pipeline["source"] = {**pipeline["source"], "topic": topic, "group": topic}
     pipeline["outputs"] = {**pipeline["outputs"], "dead_letter_topic": f"{topic}.dlq"}
+    pipeline["recommendation"] = {**pipeline["recommendation"], **(caps or {})}
     return parse_config(base, env={})
 
 
-def _pipeline_dict() -> dict[str, Any]:
-    pipeline = app_config("127.0.0.1:9092", "redis://127.0.0.1:6379/0", "t").pipelines[0]
+def _pipeline_dict(caps: dict[str, int]) -> dict[str, Any]:
+    pipeline = app_config("127.0.0.1:9092", "redis://127.0.0.1:6379/0", "t", caps).pipelines[0]
     dumped: dict[str, Any] = pipeline.model_dump(mode="json")
     return {k: dumped[k] for k in ("name", "task", "recommendation", "batching", "checkpoint")}
 
@@ -245,13 +268,15 @@ class ModelSampler(Sampler):
         return out
 
 
-def _process(events: int, bootstrap: str, redis_url: str, topic: str) -> dict[str, Any]:
+def _process(
+    events: int, bootstrap: str, redis_url: str, topic: str, caps: dict[str, int]
+) -> dict[str, Any]:
     from streamlearn.app import App
 
     logging.basicConfig(level=logging.WARNING)
     logging.getLogger("kafka").setLevel(logging.ERROR)
     rss_start = rss_mb()
-    config = app_config(bootstrap, redis_url, topic)
+    config = app_config(bootstrap, redis_url, topic, caps)
     timing = Timing()
     tasks: list[Any] = []
 
@@ -613,11 +638,12 @@ def _profile(spied: dict[str, Any] | None) -> list[str]:
     return lines
 
 
-def write(results: dict[str, Any], directory: Path) -> tuple[Path, Path]:
-    """Write ``recommendation_e2e.json`` and ``.md`` into ``directory`` (each atomically)."""
+def write(results: dict[str, Any], directory: Path, stem: str | None = None) -> tuple[Path, Path]:
+    """Write ``{stem}.json`` and ``.md`` (``recommendation_e2e``) into ``directory``, atomically."""
     directory.mkdir(parents=True, exist_ok=True)
-    json_path = directory / "recommendation_e2e.json"
-    md_path = directory / "recommendation_e2e.md"
+    stem = stem or "recommendation_e2e"
+    json_path = directory / f"{stem}.json"
+    md_path = directory / f"{stem}.md"
     options = orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY
     _atomic(json_path, orjson.dumps(results, option=options))
     _atomic(md_path, markdown(results).encode())
