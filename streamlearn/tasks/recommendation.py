@@ -12,6 +12,7 @@ learns the batch.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -24,6 +25,7 @@ from streamlearn.config import RecommendationPipelineConfig, SchemaConfig
 from streamlearn.config_recommendation import RecommendationConfig
 from streamlearn.decoding import DecodedBatch, EventDecoder
 from streamlearn.drift import DriftMonitor
+from streamlearn.errors import ConfigError
 from streamlearn.recommend.evaluation import RankingEvaluator
 from streamlearn.recommend.events import EVENT_TYPES, InteractionBatch
 from streamlearn.recommend.recommender import Recommender, Served
@@ -66,8 +68,12 @@ class ServedBatch:
         return self.decoded.rejected
 
 
-def recommender_settings(config: RecommendationConfig) -> RecommenderSettings:
+def recommender_settings(
+    config: RecommendationConfig, config_name: str = "?"
+) -> RecommenderSettings:
     """The model's settings from a pipeline's ``recommendation`` block.
+
+    A setting the model does not know, or a value it refuses, raises :class:`ConfigError`.
 
     >>> s = recommender_settings(RecommendationConfig(k=5, params={"factors": 16}))
     >>> s.k, s.factors, s.exclude
@@ -85,10 +91,17 @@ def recommender_settings(config: RecommendationConfig) -> RecommenderSettings:
     if config.event_weights:
         defaults = RecommenderSettings().event_weights
         settings["event_weights"] = {**defaults, **config.event_weights}
+    known = {f.name for f in dataclasses.fields(RecommenderSettings)}
+    unknown = sorted(set(config.params) - known)
+    if unknown:
+        raise ConfigError(
+            f"pipeline {config_name}: recommendation.params: unknown setting(s) {unknown}; "
+            f"known: {', '.join(sorted(known))}"
+        )
     try:
         return RecommenderSettings(**settings)
-    except TypeError as exc:  # an unknown key in params
-        raise ValueError(f"recommendation.params: {exc}") from None
+    except (TypeError, ValueError) as exc:  # an unknown key, or a value out of range
+        raise ConfigError(f"pipeline {config_name}: recommendation.params: {exc}") from None
 
 
 class RecommendationTask:
@@ -124,7 +137,7 @@ class RecommendationTask:
         self.name = config.name
         self.clock_ms = clock_ms
         self.decoder = EventDecoder(INTERACTION_SCHEMA)
-        settings = recommender_settings(config.recommendation)
+        settings = recommender_settings(config.recommendation, config.name)
         self.recommender = Recommender(settings)
         self.evaluator = RankingEvaluator(settings.k)
         drift = config.drift

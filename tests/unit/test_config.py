@@ -558,3 +558,14 @@ def test_errors_do_not_show_secrets(data: dict[str, Any]) -> None:
     message = config_error(data)
     for secret in (*SECRETS, "12345678"):
         assert secret not in message
+
+
+def test_a_recommendation_setting_the_model_does_not_know_is_refused_by_name() -> None:
+    from streamlearn.config_recommendation import RecommendationConfig
+    from streamlearn.errors import ConfigError
+    from streamlearn.tasks.recommendation import recommender_settings
+
+    with pytest.raises(ConfigError, match=r"unknown setting\(s\) \['factorz'\]"):
+        recommender_settings(RecommendationConfig(params={"factorz": 3}), "shop")
+    with pytest.raises(ConfigError, match="factors must be at least 1"):
+        recommender_settings(RecommendationConfig(params={"factors": 0}), "shop")
