@@ -193,9 +193,15 @@ class _Bench:
             runs.append(once(i))
             _say(_line(f"{name} #{i + 1}", runs[-1]))
         rates = [r["events_per_s"] or 0.0 for r in runs]
+        aucs = [r["served"]["auc"] for r in runs if r.get("served")]
         median = sorted(runs, key=lambda r: r["events_per_s"] or 0.0)[len(runs) // 2]
         spread = 100 * (max(rates) - min(rates)) / max(statistics.median(rates), 1.0)
-        return {**median, "runs_events_per_s": rates, "spread_pct": round(spread, 1)}
+        return {
+            **median,
+            "runs_events_per_s": rates,
+            "spread_pct": round(spread, 1),
+            "runs_auc": aucs,
+        }
 
     def profile(self, path: Path) -> dict[str, Any]:
         """(d) over the backlog once more, sampled by py-spy: where its time goes."""
