@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import orjson
 import redis
 
 from connectors.retry import retry
@@ -24,17 +25,19 @@ from streamlearn.errors import (
     StreamlearnError,
 )
 
-# KEYS: one prediction hash per entity. ARGV: ttl_ms, values per key (6, or 7 with reasons),
-# then those values for each key.
+# KEYS: one prediction hash per entity. ARGV: ttl_ms, the rows as one JSON array (per key:
+# score, label, ts, event_id[, reasons], all strings), model_version, scored_at. One argument
+# for the rows rather than six or seven per key: redis-py packs each argument in Python.
 _WRITE_SCRIPT = """
 local ttl = tonumber(ARGV[1])
-local per = tonumber(ARGV[2])
+local rows = cjson.decode(ARGV[2])
+local version, scored_at = ARGV[3], ARGV[4]
 local written = 0
 for i, key in ipairs(KEYS) do
-  local b = 2 + (i - 1) * per
-  local ts = tonumber(ARGV[b + 4])
+  local r = rows[i]
+  local ts = tonumber(r[3])
   local current, stale
-  if per == 7 then
+  if r[5] then
     current = tonumber(redis.call('HGET', key, 'ts'))
   else
     -- the hash holds one prediction: an older one's reasons must not stay beside this one
@@ -42,14 +45,12 @@ for i, key in ipairs(KEYS) do
     current, stale = tonumber(stored[1]), stored[2]
   end
   if current == nil or current <= ts then
-    if per == 7 then
-      redis.call('HSET', key, 'score', ARGV[b + 1], 'label', ARGV[b + 2],
-                 'model_version', ARGV[b + 3], 'ts', ARGV[b + 4],
-                 'event_id', ARGV[b + 5], 'scored_at', ARGV[b + 6], 'reasons', ARGV[b + 7])
+    if r[5] then
+      redis.call('HSET', key, 'score', r[1], 'label', r[2], 'model_version', version,
+                 'ts', r[3], 'event_id', r[4], 'scored_at', scored_at, 'reasons', r[5])
     else
-      redis.call('HSET', key, 'score', ARGV[b + 1], 'label', ARGV[b + 2],
-                 'model_version', ARGV[b + 3], 'ts', ARGV[b + 4],
-                 'event_id', ARGV[b + 5], 'scored_at', ARGV[b + 6])
+      redis.call('HSET', key, 'score', r[1], 'label', r[2], 'model_version', version,
+                 'ts', r[3], 'event_id', r[4], 'scored_at', scored_at)
       if stale then redis.call('HDEL', key, 'reasons') end
     end
     if ttl > 0 then redis.call('PEXPIRE', key, ttl) end
@@ -219,18 +220,18 @@ class PredictionStore:
         events = [predictions.event_ids[i] for i in order]
         version, scored_at = predictions.model_version, predictions.scored_at_ms
         reasons = None if predictions.reasons is None else [predictions.reasons[i] for i in order]
+        labels_text = [str(label) for label in labels]
+        ts_text = [str(t) for t in ts]
+        scores_text = [repr(score) for score in scores]
+        if reasons is None:
+            rows: list[Any] = list(zip(scores_text, labels_text, ts_text, events))
+        else:
+            rows = list(zip(scores_text, labels_text, ts_text, events, reasons))
         written = 0
         for start in range(0, len(order), _CHUNK):
             stop = start + _CHUNK
             keys = [prediction_key(self.prefix, self.pipeline, e) for e in entities[start:stop]]
-            args: list[Any] = [self.ttl_ms, 6 if reasons is None else 7]
-            rows = zip(scores[start:stop], labels[start:stop], ts[start:stop], events[start:stop])
-            if reasons is None:
-                for s, lab, t, ev in rows:
-                    args += (repr(s), lab, version, t, ev, scored_at)
-            else:
-                for (s, lab, t, ev), why in zip(rows, reasons[start:stop]):
-                    args += (repr(s), lab, version, t, ev, scored_at, why)
+            args: list[Any] = [self.ttl_ms, orjson.dumps(rows[start:stop]), version, scored_at]
             try:
                 written += int(self._script(keys=keys, args=args))
             except redis.RedisError as exc:
