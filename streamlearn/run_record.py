@@ -47,6 +47,7 @@ class _Second:
     batches: dict[str, list[int]] = field(default_factory=dict)  # trigger -> [count, events]
     invalid: dict[str, int] = field(default_factory=dict)
     unmatched: dict[str, int] = field(default_factory=dict)
+    label_delays: list[np.ndarray] = field(default_factory=list)
     lag: int | None = None
     batch_size: int | None = None
     scores: dict[str, float] = field(default_factory=dict)
@@ -63,6 +64,11 @@ class _Second:
             sample = np.concatenate(self.latencies) * 1000.0
             p50, p99 = np.percentile(sample, [50, 99])
             point["p50_ms"], point["p99_ms"] = round(float(p50), 3), round(float(p99), 3)
+        if self.label_delays:
+            delays = np.concatenate(self.label_delays)
+            p50, p90 = np.percentile(delays, [50, 90])
+            point["label_delay_p50_s"] = round(float(p50), 3)
+            point["label_delay_p90_s"] = round(float(p90), 3)
         for name in ("batches", "invalid", "unmatched", "scores"):
             value = getattr(self, name)
             if value:
@@ -234,6 +240,12 @@ class RunRecorder(PipelineHooks):
             record, second, _ = self._now(pipeline)
             _add(second.unmatched, reason, n)
             _add(record.totals["unmatched"], reason, n)
+
+    def on_label_delays(self, pipeline: str, delays_s: np.ndarray) -> None:  # noqa: D102
+        with self._lock:
+            _, second, _ = self._now(pipeline)
+            if sum(map(len, second.label_delays)) < _SECOND_SAMPLE:
+                second.label_delays.append(np.asarray(delays_s, dtype=np.float64).copy())
 
     def on_predictions(self, pipeline: str, latencies_s: np.ndarray) -> None:  # noqa: D102
         counts = np.bincount(

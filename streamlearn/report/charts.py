@@ -174,6 +174,31 @@ def dead_letters(points: list[dict[str, Any]], key: str, title: str) -> Chart | 
     return Chart(title, TIME, unit, series, bars=True)
 
 
+def label_delays(points: list[dict[str, Any]]) -> Chart | None:
+    """How long after their events the labels learned each second came (p50 and p90)."""
+    measured = [p for p in points if "label_delay_p50_s" in p]
+    if not measured:
+        return None
+    longest = max(p["label_delay_p90_s"] for p in measured)
+    unit, scale = next(
+        (name, size) for name, size in _DELAY_UNITS if longest >= 2 * size or size == 1.0
+    )
+    ts = [p["t"] for p in measured]
+    return Chart(
+        "Delay of the labels learned, after their events",
+        TIME,
+        f"{unit} of event time",
+        [
+            Series("p50", ts, [p["label_delay_p50_s"] / scale for p in measured]),
+            Series("p90", ts, [p["label_delay_p90_s"] / scale for p in measured]),
+        ],
+        y_min=0,
+    )
+
+
+_DELAY_UNITS = (("days", 86_400.0), ("hours", 3_600.0), ("minutes", 60.0), ("seconds", 1.0))
+
+
 def checkpoints(points: list[dict[str, Any]], marks: list[dict[str, Any]]) -> Chart | None:
     """Age of the newest checkpoint over time (a saw-tooth), each checkpoint marked."""
     written = [m["t"] for m in marks if m["kind"] == "checkpoint"]
@@ -210,6 +235,9 @@ def pipeline_charts(data: Mapping[str, Any]) -> dict[str, list[Chart | None]]:
         ],
         "Checkpoints": [checkpoints(points, marks)],
     }
+    delays = label_delays(points)
+    if delays is not None:  # a section only for pipelines whose labels come on their own
+        charts["Delayed labels"] = [delays]
     if points:  # one time axis for every chart of the pipeline
         for chart in (c for drawn in charts.values() for c in drawn if c is not None):
             chart.x_min, chart.x_max = points[0]["t"], points[-1]["t"] + 1

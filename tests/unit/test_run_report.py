@@ -279,3 +279,24 @@ def test_report_screenshot_in_headless_chromium(tmp_path: Path, record: dict) ->
         timeout=60,
     )
     assert shot.stat().st_size > 20_000  # a blank page is a few kB
+
+
+def test_delayed_labels_get_a_delay_chart_in_days() -> None:
+    clock = Clock()
+    rec = RunRecorder({"churn": ("classification", 100.0)}, clock=clock, wall=lambda: 1.8e9)
+    day = 86_400.0
+    for second in range(30):
+        clock.now = float(second)
+        rec.on_consumed("churn", 100)
+        rec.on_learned("churn", 20)
+        rec.on_label_delays("churn", np.full(20, 30 * day) + np.arange(20) * 3600.0)
+    clock.now = 30.0
+    record = rec.record()
+    point = record["pipelines"]["churn"]["points"][5]
+    assert point["label_delay_p50_s"] == pytest.approx(30 * day + 9.5 * 3600.0)
+    page = render_report(record)
+    assert "<h3>Delayed labels</h3>" in page
+    assert 'aria-label="Delay of the labels learned, after their events"' in page
+    assert "days of event time" in page
+    # A pipeline whose labels come inline has no such section.
+    assert "<h3>Delayed labels</h3>" not in render_report(simulated_run(20))
