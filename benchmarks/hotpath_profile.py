@@ -9,11 +9,10 @@ GIL with the pipeline thread).
 
 from __future__ import annotations
 
-from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from benchmarks.retention_profile import _shares, parse
+from benchmarks import retention_profile
 
 THREAD = "pipeline-fraud"
 
@@ -59,40 +58,15 @@ def stage_of(frames: list[str]) -> str:
     >>> stage_of(["PipelineRunner.run (streamlearn/runner.py)"]), stage_of(["f (x.py)"])
     ('runner (other)', 'other')
     """
-    for frame in reversed(frames):
-        for name, marker in STAGES:
-            if marker in frame:
-                return name
-    return "other"
+    return retention_profile.stage_of(frames, STAGES)
 
 
 def summarise(path: Path, rate_hz: int, seconds: float | None = None) -> dict[str, Any]:
     """On-CPU seconds per thread; the pipeline thread's time by stage, inclusive and self."""
-    stacks = parse(path)
-    per_thread: Counter[str] = Counter()
-    for name, _, n in stacks:
-        per_thread[name] += n
-    mine = [(frames, n) for name, frames, n in stacks if name == THREAD]
-    total = sum(n for _, n in mine) or 1
-    stages: Counter[str] = Counter()
-    inclusive: Counter[str] = Counter()
-    own: Counter[str] = Counter()
-    for frames, n in mine:
-        stages[stage_of(frames)] += n
-        for frame in set(frames):
-            inclusive[frame] += n
-        if frames:
-            own[frames[-1]] += n
-    summary: dict[str, Any] = {
-        "rate_hz": rate_hz,
-        "pipeline_thread_samples": total,
-        "on_cpu_s_by_thread": {
-            k: round(v / rate_hz, 2) for k, v in per_thread.most_common(8) if v / rate_hz >= 0.05
-        },
-        "pipeline_thread_by_stage_pct": _shares(stages, total, 30),
-        "pipeline_thread_inclusive_pct": _shares(inclusive, total, 40, floor=3.0),
-        "pipeline_thread_self_pct": _shares(own, total, 20, floor=1.0),
-    }
+    summary = retention_profile.summarise(
+        path, rate_hz, THREAD, STAGES, tops=(30, 40, 20), digits=2, min_thread_s=0.05
+    )
     if seconds:
+        total = summary["pipeline_thread_samples"]
         summary["pipeline_thread_on_cpu_share_of_run"] = round(total / rate_hz / seconds, 2)
     return summary

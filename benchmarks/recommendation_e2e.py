@@ -35,7 +35,7 @@ import orjson
 
 from benchmarks.report import machine_info
 from benchmarks.retention_e2e import Sampler, Timing, _in_child, _size_summary, _thin, rss_mb
-from benchmarks.retention_profile import parse, summarise
+from benchmarks.retention_profile import summarise
 from connectors.embedded import EmbeddedBroker, EmbeddedRedis
 from streamlearn.config import AppConfig, parse_config
 from streamlearn.demo_tasks import DEMO_TASKS, demo_config
@@ -53,7 +53,7 @@ _FLUSH_EVERY = 20_000
 
 # Where the pipeline thread's time goes, by the innermost of these frames found in a stack.
 # Each stage is (name, markers): a frame matches when it contains any of the markers.
-STAGES: tuple[tuple[str, tuple[str, ...]], ...] = (
+_STAGE_MARKERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("decode + validate", ("EventDecoder", "streamlearn/decoding.py", "_valid_interactions")),
     ("serve: histories → contexts", ("batch_contexts", "recommend/context.py")),
     ("serve: factor scores (dense)", ("Factors.scores", "Factors.user_vectors")),
@@ -77,6 +77,7 @@ STAGES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("Kafka produce / flush", ("KafkaSink",)),
     ("batching", ("AdaptiveBatcher", "streamlearn/batching.py")),
 )
+STAGES = tuple((name, marker) for name, markers in _STAGE_MARKERS for marker in markers)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -430,27 +431,8 @@ def _histories_bound_mb(recommender: Any) -> float:
 
 
 def profile_summary(path: Path, rate_hz: int) -> dict[str, Any]:
-    """The retention profile summary for the pipeline thread, with recommendation stages."""
-    summary = summarise(path, rate_hz, thread=THREAD)
-    summary.pop("pipeline_thread_by_stage_pct", None)  # retention's stages: all "other" here
-    stages: Counter[str] = Counter()
-    for name, frames, n in parse(path):
-        if name == THREAD:
-            stages[_stage(frames)] += n
-    total = sum(stages.values()) or 1
-    summary["pipeline_thread_samples"] = total
-    summary["pipeline_thread_by_stage_pct"] = {
-        k: round(100.0 * v / total, 1) for k, v in stages.most_common()
-    }
-    return summary
-
-
-def _stage(frames: list[str]) -> str:
-    for frame in reversed(frames):
-        for name, markers in STAGES:
-            if any(marker in frame for marker in markers):
-                return name
-    return "other"
+    """The profile summary for the pipeline thread, by recommendation stage (all of them)."""
+    return summarise(path, rate_hz, THREAD, STAGES, tops=(len(_STAGE_MARKERS) + 1, 25, 15))
 
 
 # --- targets and report -----------------------------------------------------------------------

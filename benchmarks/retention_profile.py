@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -57,37 +58,63 @@ def parse(path: Path) -> list[tuple[str, list[str], int]]:
     return out
 
 
-def summarise(path: Path, rate_hz: int, thread: str = "pipeline-retention") -> dict[str, Any]:
-    """On-CPU seconds per thread, and the pipeline thread's time by stage and by function."""
+def summarise(
+    path: Path,
+    rate_hz: int,
+    thread: str = "pipeline-retention",
+    stages: Sequence[tuple[str, str]] = STAGES,
+    *,
+    tops: tuple[int, int, int] = (20, 25, 15),
+    digits: int = 1,
+    min_thread_s: float = 0.1,
+) -> dict[str, Any]:
+    """On-CPU seconds per thread, and ``thread``'s time by stage, inclusive and by function.
+
+    ``stages`` are ``(stage, marker)`` pairs (see :func:`stage_of`); ``tops`` how many stages,
+    inclusive frames and own frames to list; threads on CPU less than ``min_thread_s`` are left
+    out and the others rounded to ``digits``.
+    """
     stacks = parse(path)
     per_thread: Counter[str] = Counter()
     for name, _, n in stacks:
         per_thread[name] += n
     mine = [(frames, n) for name, frames, n in stacks if name == thread]
     total = sum(n for _, n in mine) or 1
-    stages: Counter[str] = Counter()
+    by_stage: Counter[str] = Counter()
     inclusive: Counter[str] = Counter()
     own: Counter[str] = Counter()
     for frames, n in mine:
-        stages[_stage(frames)] += n
+        by_stage[stage_of(frames, stages)] += n
         for f in set(frames):
             inclusive[f] += n
         if frames:
             own[frames[-1]] += n
+    top_stages, top_inclusive, top_own = tops
     return {
         "rate_hz": rate_hz,
+        "pipeline_thread_samples": total,
         "on_cpu_s_by_thread": {
-            k: round(v / rate_hz, 1) for k, v in per_thread.most_common(8) if v / rate_hz >= 0.1
+            k: round(v / rate_hz, digits)
+            for k, v in per_thread.most_common(8)
+            if v / rate_hz >= min_thread_s
         },
-        "pipeline_thread_by_stage_pct": _shares(stages, total, 20),
-        "pipeline_thread_inclusive_pct": _shares(inclusive, total, 25, floor=3.0),
-        "pipeline_thread_self_pct": _shares(own, total, 15, floor=1.0),
+        "pipeline_thread_by_stage_pct": _shares(by_stage, total, top_stages),
+        "pipeline_thread_inclusive_pct": _shares(inclusive, total, top_inclusive, floor=3.0),
+        "pipeline_thread_self_pct": _shares(own, total, top_own, floor=1.0),
     }
 
 
-def _stage(frames: list[str]) -> str:
+def stage_of(frames: list[str], stages: Sequence[tuple[str, str]] = STAGES) -> str:
+    """The stage of one stack (frames root first): the first stage whose marker the innermost
+    frame holds, else the next frame out, and so on; ``other`` when none does.
+
+    >>> stage_of(["run (streamlearn/runner.py)", "KafkaSource.poll (connectors/kafka.py)"])
+    'Kafka poll'
+    >>> stage_of(["f (x.py)"])
+    'other'
+    """
     for frame in reversed(frames):
-        for name, marker in STAGES:
+        for name, marker in stages:
             if marker in frame:
                 return name
     return "other"
