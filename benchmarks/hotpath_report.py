@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import orjson
+from benchmarks.report import write_results
 
 NAMES = {
     "a": "(a) raw consume ceiling: kafka-python poll + orjson decode",
@@ -113,13 +113,7 @@ def _memory_check(memory: dict[str, Any]) -> dict[str, Any]:
 
 def write(results: dict[str, Any], directory: Path) -> tuple[Path, Path]:
     """Write ``hotpath.json`` and ``hotpath.md`` into ``directory``; return their paths."""
-    directory.mkdir(parents=True, exist_ok=True)
-    json_path, md_path = directory / "hotpath.json", directory / "hotpath.md"
-    json_path.write_bytes(
-        orjson.dumps(results, option=orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY)
-    )
-    md_path.write_text(markdown(results), encoding="utf-8")
-    return json_path, md_path
+    return write_results(results, markdown(results), directory, "hotpath")
 
 
 def markdown(results: dict[str, Any]) -> str:

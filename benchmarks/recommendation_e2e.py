@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 import orjson
 
-from benchmarks.report import machine_info
+from benchmarks.report import machine_info, write_results
 from benchmarks.retention_e2e import Sampler, Timing, _in_child, _size_summary, _thin, rss_mb
 from benchmarks.retention_profile import summarise
 from connectors.embedded import EmbeddedBroker, EmbeddedRedis
@@ -622,20 +622,7 @@ def _profile(spied: dict[str, Any] | None) -> list[str]:
 
 def write(results: dict[str, Any], directory: Path, stem: str | None = None) -> tuple[Path, Path]:
     """Write ``{stem}.json`` and ``.md`` (``recommendation_e2e``) into ``directory``, atomically."""
-    directory.mkdir(parents=True, exist_ok=True)
-    stem = stem or "recommendation_e2e"
-    json_path = directory / f"{stem}.json"
-    md_path = directory / f"{stem}.md"
-    options = orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY
-    _atomic(json_path, orjson.dumps(results, option=options))
-    _atomic(md_path, markdown(results).encode())
-    return json_path, md_path
-
-
-def _atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_bytes(data)
-    tmp.replace(path)
+    return write_results(results, markdown(results), directory, stem or "recommendation_e2e")
 
 
 if __name__ == "__main__":

@@ -27,9 +27,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import orjson
 
-from benchmarks.report import machine_info
+from benchmarks.report import machine_info, write_results
 from streamlearn.generators.recommendation import recommendation_events
 from streamlearn.recommend import (
     MODELS,
@@ -224,13 +223,10 @@ def main(argv: list[str] | None = None) -> None:
         "streams": {s.name: compare(s, base, print) for s in streams},
         "missing": None if movielens is not None else "MovieLens 100k (could not be fetched)",
     }
-    args.out.mkdir(parents=True, exist_ok=True)
-    stem = args.out / "recommendation_models"
-    stem.with_suffix(".json").write_bytes(
-        orjson.dumps(results, option=orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY)
+    json_path, md_path = write_results(
+        results, markdown(results), args.out, "recommendation_models"
     )
-    stem.with_suffix(".md").write_text(markdown(results))
-    print(f"wrote {stem}.json and {stem}.md")
+    print(f"wrote {json_path} and {md_path}")
 
 
 if __name__ == "__main__":

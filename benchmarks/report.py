@@ -48,12 +48,24 @@ def machine_info() -> dict[str, Any]:
 
 def write(results: dict[str, Any], directory: Path) -> tuple[Path, Path]:
     """Write ``latest.json`` and ``latest.md`` into ``directory``; return their paths."""
+    return write_results(results, markdown(results), directory, "latest")
+
+
+def write_results(
+    results: dict[str, Any], text: str, directory: Path, stem: str
+) -> tuple[Path, Path]:
+    """Write a benchmark's ``{stem}.json`` (``results``) and ``{stem}.md`` (``text``), each
+    atomically (a reader never sees half a file), into ``directory``; return their paths."""
     directory.mkdir(parents=True, exist_ok=True)
-    json_path, md_path = directory / "latest.json", directory / "latest.md"
-    json_path.write_bytes(
-        orjson.dumps(results, option=orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY)
-    )
-    md_path.write_text(markdown(results), encoding="utf-8")
+    json_path, md_path = directory / f"{stem}.json", directory / f"{stem}.md"
+    options = orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY
+    for path, data in (
+        (json_path, orjson.dumps(results, option=options)),
+        (md_path, text.encode()),
+    ):
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        tmp.write_bytes(data)
+        tmp.replace(path)
     return json_path, md_path
 
 

@@ -27,9 +27,7 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
-import orjson
-
-from benchmarks.report import machine_info
+from benchmarks.report import machine_info, write_results
 from benchmarks.retention_e2e import run_end_to_end
 from benchmarks.retention_profile import summarise
 from benchmarks.retention_replay import replay, sub_stream
@@ -231,18 +229,7 @@ def _end_to_end(plan: Plan, profile: bool) -> tuple[dict[str, Any], dict[str, An
 
 def write(results: dict[str, Any], directory: Path) -> tuple[Path, Path]:
     """Write ``retention.json`` and ``retention.md`` into ``directory`` (each atomically)."""
-    directory.mkdir(parents=True, exist_ok=True)
-    json_path, md_path = directory / "retention.json", directory / "retention.md"
-    options = orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY
-    _atomic(json_path, orjson.dumps(results, option=options))
-    _atomic(md_path, markdown(results).encode())
-    return json_path, md_path
-
-
-def _atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_bytes(data)
-    tmp.replace(path)
+    return write_results(results, markdown(results), directory, "retention")
 
 
 if __name__ == "__main__":
