@@ -49,6 +49,22 @@ class DecodedBatch:
     def __len__(self) -> int:
         return len(self.event_ids)
 
+    def without(self, rejections: list[Rejection], rows: list[int]) -> DecodedBatch:
+        """The batch less ``rows`` (positions in it), rejected for ``rejections``."""
+        keep = np.ones(len(self), dtype=bool)
+        keep[rows] = False
+        kept = np.flatnonzero(keep).tolist()
+        return DecodedBatch(
+            index=self.index[keep],
+            event_ids=[self.event_ids[i] for i in kept],
+            entity_ids=[self.entity_ids[i] for i in kept],
+            timestamps_ms=self.timestamps_ms[keep],
+            numeric={k: v[keep] for k, v in self.numeric.items()},
+            categorical={k: [v[i] for i in kept] for k, v in self.categorical.items()},
+            targets=self.targets[keep],
+            rejected=sorted([*self.rejected, *rejections], key=lambda r: r.index),
+        )
+
 
 class EventDecoder:
     """Parses and validates JSON events against a pipeline's schema.

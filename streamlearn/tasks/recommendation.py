@@ -230,24 +230,14 @@ def _valid_interactions(decoded: DecodedBatch) -> DecodedBatch:
     """Reject events with an unknown ``event_type`` or an empty ``item_id``."""
     kinds, items = decoded.categorical["event_type"], decoded.categorical["item_id"]
     bad: list[Rejection] = []
+    rows: list[int] = []
     for row, (kind, item) in enumerate(zip(kinds, items)):
         if kind not in EVENT_TYPES:
             detail = f"event_type: expected one of {', '.join(EVENT_TYPES)}, got {describe(kind)}"
             bad.append(Rejection(int(decoded.index[row]), "unknown_event_type", detail))
         elif not item:
             bad.append(Rejection(int(decoded.index[row]), "empty_item", "item_id is empty"))
-    if not bad:
-        return decoded
-    dropped = {r.index for r in bad}
-    keep = np.array([int(i) not in dropped for i in decoded.index], dtype=bool)
-    rows = np.flatnonzero(keep).tolist()
-    return DecodedBatch(
-        index=decoded.index[keep],
-        event_ids=[decoded.event_ids[i] for i in rows],
-        entity_ids=[decoded.entity_ids[i] for i in rows],
-        timestamps_ms=decoded.timestamps_ms[keep],
-        numeric={k: v[keep] for k, v in decoded.numeric.items()},
-        categorical={k: [v[i] for i in rows] for k, v in decoded.categorical.items()},
-        targets=decoded.targets[keep],
-        rejected=sorted([*decoded.rejected, *bad], key=lambda r: r.index),
-    )
+        else:
+            continue
+        rows.append(row)
+    return decoded.without(bad, rows) if bad else decoded
