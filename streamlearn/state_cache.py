@@ -93,11 +93,6 @@ class CachedStateStore:
         with self._moved_lock:
             self._moved.update(partition for _, partition in partitions)
 
-    def clear(self) -> None:
-        """Forget every copy, written or not."""
-        self._states.clear()
-        self._dirty.clear()
-
     def flush(self) -> int:
         """Write the states saved since the last flush to the store; return how many."""
         if not self._dirty:
