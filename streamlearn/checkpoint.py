@@ -383,12 +383,15 @@ class ModelRequests:
         self.clock = clock
         self._next = 0.0
 
+    def due(self) -> bool:
+        """Whether :meth:`poll` would look in the store now (at most once an ``interval_s``)."""
+        return self.clock() >= self._next
+
     def poll(self) -> Checkpoint | None:
         """Adopt a pending request now, if there is one and it is time to look."""
-        now = self.clock()
-        if now < self._next:
+        if not self.due():
             return None
-        self._next = now + self.interval_s
+        self._next = self.clock() + self.interval_s
         fields = self.store.request()
         if not fields:
             return None

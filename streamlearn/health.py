@@ -22,6 +22,8 @@ class _PipelineState:
     failed: str | None = None
     batch_started: float | None = None  # when the batch in hand started
     last_closed: float | None = None  # when the last batch finished
+    busy_since: float | None = None  # when the I/O between batches in progress began
+    busy_with: str = ""  # what that I/O is
     consumed_at: float | None = None  # first message taken in since the last batch finished
     behind_since: float | None = None  # since when the source has reported messages waiting
     behind: int = 0
@@ -37,9 +39,10 @@ class HealthMonitor(PipelineHooks):
     """Pipeline hooks that keep each pipeline's health, for ``/healthz`` and ``/readyz``.
 
     Ready: every pipeline holds its partitions, its outputs work, it has not failed, and no
-    batch has been in hand for longer than ``stall_s``. Live: no pipeline failed, and none has
-    had input waiting (messages behind, buffered or in a batch) for longer than
-    ``liveness_timeout_s`` without finishing a batch. An idle pipeline stays live.
+    batch (nor any I/O between batches) has been in hand for longer than ``stall_s``. Live:
+    no pipeline failed, and none has had input waiting (messages behind, buffered or in a
+    batch) for longer than ``liveness_timeout_s`` without finishing a batch. An idle
+    pipeline stays live.
 
     Hooks arrive from the pipelines' threads and questions from the HTTP server's; a lock
     keeps them apart, and every answer is computed from the clock when asked.
@@ -103,6 +106,7 @@ class HealthMonitor(PipelineHooks):
             for state in self._states.values():
                 state.stopped, state.ready = True, False
                 state.batch_started = state.consumed_at = state.behind_since = None
+                state.busy_since = None
 
     # --- hooks, from the pipelines' threads ---------------------------------------------------
 
@@ -127,6 +131,12 @@ class HealthMonitor(PipelineHooks):
             state = self._state(pipeline)
             state.last_closed = self.clock()
             state.batch_started = state.consumed_at = None
+
+    def on_busy(self, pipeline: str, activity: str | None) -> None:  # noqa: D102
+        with self._lock:
+            state = self._state(pipeline)
+            state.busy_since = None if activity is None else self.clock()
+            state.busy_with = activity or ""
 
     def on_consumed(self, pipeline: str, n: int) -> None:  # noqa: D102
         if n <= 0:
@@ -195,6 +205,12 @@ class HealthMonitor(PipelineHooks):
             return (
                 f"a batch has been in hand for {now - started:.1f} s (health.stall_s is "
                 f"{self.stall_s:g} s): outputs or the model are stalled"
+            )
+        busy = state.busy_since
+        if busy is not None and now - busy > self.stall_s:
+            return (
+                f"{state.busy_with} has taken {now - busy:.1f} s (health.stall_s is "
+                f"{self.stall_s:g} s): Redis or the broker is not answering"
             )
         return None
 

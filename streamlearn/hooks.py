@@ -51,6 +51,13 @@ class PipelineHooks:
     def on_batch_closed(self, pipeline: str, size: int, trigger: str) -> None:
         """A batch of ``size`` messages closed because of ``trigger``."""
 
+    def on_busy(self, pipeline: str, activity: str | None) -> None:
+        """Between batches, the pipeline began ``activity`` (I/O that may block); None: done.
+
+        Reading model requests, or committing offsets and saving a checkpoint while idle:
+        a blocked socket there stalls the pipeline as surely as one inside a batch.
+        """
+
     def on_batch_size(self, pipeline: str, size: int) -> None:
         """The batcher's current target size changed (or was re-reported)."""
 

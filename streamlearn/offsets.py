@@ -233,6 +233,13 @@ class OffsetLedger:
         self.learned_count += count
         self._dirty = True
 
+    @property
+    def pending(self) -> bool:
+        """Whether :meth:`settle` (not forced) would do I/O now: a checkpoint due, a commit owed."""
+        if not self._dirty:
+            return self._uncommitted
+        return self.save is None or self.due()
+
     def settle(self, force: bool = False, commit: bool = True) -> None:
         """Save a checkpoint if due (or forced), then commit what it covers.
 

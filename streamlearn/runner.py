@@ -6,11 +6,12 @@ so the loop is the same against Kafka and Redis as against the in-memory fakes o
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -174,9 +175,13 @@ class PipelineRunner:
                 size = buffered if trigger is Trigger.SHUTDOWN or full else self.batcher.size
                 self._process(self._buffer.take(size), trigger, stop)
             self._report_lag()
-            self._adopt_requested_model()
-            if trigger is None:
-                self._settle()  # idle: the last batches still get their checkpoint and commit
+            if self.requests is not None and self.requests.due():
+                with self._busy("reading model requests from Redis"):
+                    self._adopt_requested_model()
+            if trigger is None and self.ledger.pending:
+                # idle: the last batches still get their checkpoint and commit
+                with self._busy("committing offsets and saving the checkpoint"):
+                    self._settle()
 
     def _fill(self, max_events: int | None) -> None:
         buffered = len(self._buffer)
@@ -240,6 +245,15 @@ class PipelineRunner:
     def learned_offsets(self) -> Offsets:
         """Next offset to learn per partition: what the in-memory model covers."""
         return self.ledger.learned_offsets
+
+    @contextlib.contextmanager
+    def _busy(self, activity: str) -> Iterator[None]:
+        """Report I/O between batches to the hooks, so a stall there shows (``/readyz``)."""
+        self.hooks.on_busy(self.pipeline.name, activity)
+        try:
+            yield
+        finally:
+            self.hooks.on_busy(self.pipeline.name, None)
 
     def _settle(self, force: bool = False) -> None:
         self.fence()

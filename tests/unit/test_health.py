@@ -334,3 +334,20 @@ def test_a_pipeline_thread_that_raises_is_reported_failed() -> None:
         app._run_all(max_events=None)
     assert app.health.why_not_live() == ["fraud: failed: RuntimeError: the model exploded"]
     assert app.stop.is_set()
+
+
+def test_io_between_batches_that_hangs_makes_it_not_ready_until_it_returns(
+    health: HealthMonitor, clock: Clock
+) -> None:
+    # Reading model requests or saving an idle checkpoint blocks in a socket, no batch in hand.
+    health.on_busy("fraud", "reading model requests from Redis")
+    clock.advance(STALL_S)
+    assert health.ready()
+    clock.advance(1.0)
+    assert health.why_not_ready() == [
+        "fraud: reading model requests from Redis has taken 6.0 s (health.stall_s is 5 s): "
+        "Redis or the broker is not answering"
+    ]
+    assert health.live()
+    health.on_busy("fraud", None)
+    assert health.ready()

@@ -31,6 +31,7 @@ SAMPLE_ARGS: dict[str, Any] = {
     "written_at": 1_700_000_000.0,
     "ready": True,
     "message": "ValueError: broken",
+    "activity": "reading model requests from Redis",
 }
 
 
@@ -45,6 +46,7 @@ def test_the_hook_set_is_the_documented_one() -> None:
         "on_batch_closed",
         "on_batch_size",
         "on_batch_started",
+        "on_busy",
         "on_checkpoint",
         "on_consumed",
         "on_drift",

@@ -633,3 +633,30 @@ def test_revoked_partitions_keep_their_learned_offsets() -> None:
     r.runner.revoke([("transactions", 0)])
     assert r.runner.learned_offsets == {("transactions", 0): 5, ("transactions", 1): 6}
     assert r.runner.ledger.owned == {("transactions", 1)}
+
+
+class BlockingRequests:
+    """Model requests whose store read is where the pipeline blocks (Redis frozen)."""
+
+    def __init__(self, hooks: RecordingHooks) -> None:
+        self.hooks = hooks
+        self.seen_while_reading: list[tuple[str, tuple[Any, ...]]] = []
+
+    def due(self) -> bool:
+        return True
+
+    def poll(self) -> None:
+        self.seen_while_reading.append(self.hooks.calls[-1])
+
+
+def test_reading_model_requests_between_batches_is_reported_busy_then_done() -> None:
+    r = rig(fraud_values(40), size=16)
+    requests = BlockingRequests(r.hooks)
+    r.runner.requests = requests  # type: ignore[assignment]
+    r.run()
+    assert requests.seen_while_reading, "the loop never read model requests"
+    busy = ("on_busy", ("fraud", "reading model requests from Redis"))
+    assert set(requests.seen_while_reading) == {busy}
+    reported = r.hooks.args("on_busy")
+    assert reported[-1] == ("fraud", None)
+    assert all(a[1] is None for a in reported[1::2]), "every busy report is followed by done"
