@@ -187,5 +187,8 @@ class PrometheusHooks(PipelineHooks):
     def on_batch_started(self, pipeline: str) -> None:  # noqa: D102
         pass
 
+    def on_busy(self, pipeline: str, activity: str | None) -> None:  # noqa: D102
+        pass
+
     def on_failed(self, pipeline: str, message: str) -> None:  # noqa: D102
         pass

@@ -24,6 +24,7 @@ from streamlearn.evaluation import PrequentialEvaluator
 from streamlearn.features import FeatureBatch, Featurizer
 from streamlearn.labels import ArrivedLabels, Exchange, PendingEvents
 from streamlearn.models import BatchModel, build_model
+from streamlearn.roles.examples import Examples
 from streamlearn.tasks.base import LearnOutcome
 from streamlearn.tasks.delayed import DelayedLabels, source_of
 from streamlearn.tasks.entity_features import EntityFeatures, MemoryStateStore, StateStore
@@ -219,29 +220,69 @@ class ClassificationTask:
         ``keep`` (one flag per raw message) leaves out events that must not be learned now,
         e.g. of a partition that moved to another consumer while the batch was written.
         """
-        if self.delayed is not None:
-            return self._learn_joined(scored, keep)
-        targets = scored.decoded.targets
-        if keep is not None and not keep.all():
-            targets = np.where(keep[scored.decoded.index], targets, np.nan)
-        return self._learn(scored.features, scored.scores, targets)
+        return self.learn_examples(self.examples(scored, keep))
 
-    def _learn_joined(self, scored: ScoredBatch, keep: np.ndarray | None) -> LearnOutcome:
+    def examples(self, scored: ScoredBatch, keep: np.ndarray | None = None) -> Examples:
+        """What ``scored`` teaches: its labelled events as scored, the scores served, sources.
+
+        With labels inline, the batch's own events (unlabelled ones carry a NaN target); with
+        delayed labels, the joins its label exchange made. A scorer sends these to the learner.
+        """
+        if self.delayed is not None:
+            return self._joined_examples(scored, keep)
+        d, raw = scored.decoded, scored.raw
+        targets = d.targets
+        if keep is not None and not keep.all():
+            targets = np.where(keep[d.index], targets, np.nan)
+        rows = d.index.tolist()
+        return Examples(
+            decoded=d,
+            targets=targets,
+            served=scored.scores,
+            topics=[raw.topics[i] for i in rows],
+            partitions=np.asarray(raw.partitions, dtype=np.int64)[d.index],
+            offsets=np.asarray(raw.offsets, dtype=np.int64)[d.index],
+            model_version=scored.model_version,
+            features=scored.features,
+        )
+
+    def _joined_examples(self, scored: ScoredBatch, keep: np.ndarray | None) -> Examples:
         # Joins are learned with their events' features as scored and the scores served then.
         exchange = scored.exchange
-        if exchange is None or self.delayed is None:
-            return LearnOutcome(learned=0)
         allowed = None
         if keep is not None and not keep.all():
             allowed = {source_of(scored.raw, i) for i in np.flatnonzero(keep).tolist()}
-        decoded, targets, served, kept = self.delayed.learnable(exchange.joins, allowed)
+        joins = exchange.joins if exchange is not None and self.delayed is not None else []
+        assert self.delayed is not None
+        decoded, targets, served, kept = self.delayed.learnable(joins, allowed)
         if self.entity_features is not None:
             self.entity_features.restore(decoded, [p.get("a", {}) for p in kept])
-        outcome = self._learn(self.featurizer.transform(decoded), served, targets)
-        outcome.label_delays_s = label_delays(scored.arrived, kept)
-        outcome.unmatched = dict(Counter(r.reason for r in exchange.unmatched))
-        if exchange.expired:
-            outcome.unmatched["unknown_event"] = len(exchange.expired)
+        joiners = [str(p["j"]).rsplit("/", 2) for p in kept]
+        examples = Examples(
+            decoded=decoded,
+            targets=targets,
+            served=served,
+            topics=[j[0] for j in joiners],
+            partitions=np.array([int(j[1]) for j in joiners], dtype=np.int64),
+            offsets=np.array([int(j[2]) for j in joiners], dtype=np.int64),
+            model_version=scored.model_version,
+            label_delays_s=label_delays(scored.arrived, kept),
+        )
+        if exchange is not None:
+            examples.unmatched = dict(Counter(r.reason for r in exchange.unmatched))
+            if exchange.expired:
+                examples.unmatched["unknown_event"] = len(exchange.expired)
+        return examples
+
+    def learn_examples(self, examples: Examples) -> LearnOutcome:
+        """Evaluate the scores served to ``examples`` against their labels, then learn them."""
+        if len(examples) and examples.features is None:
+            examples.features = self.featurizer.transform(examples.decoded)
+        outcome = LearnOutcome(learned=0)
+        if examples.features is not None:
+            outcome = self._learn(examples.features, examples.served, examples.targets)
+        outcome.label_delays_s = examples.label_delays_s
+        outcome.unmatched = dict(examples.unmatched)
         return outcome
 
     def _learn(

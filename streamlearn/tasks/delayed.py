@@ -99,11 +99,13 @@ class DelayedLabels:
     ) -> tuple[DecodedBatch, np.ndarray, np.ndarray, list[dict[str, Any]]]:
         """The joined events as scored, their labels, the scores served, and what was kept.
 
+        Each kept payload names its event (``e``) and the source of its joiner (``j``).
+
         ``allowed`` (sources of messages that may be learned now) leaves out joins whose joiner
         is not to be learned in this batch; ``None`` allows all.
         """
         kept = [j for j in joins if allowed is None or j.joiner in allowed]
-        kept_payloads = [{**orjson.loads(j.payload), "e": j.event_id} for j in kept]
+        kept_payloads = [{**orjson.loads(j.payload), "e": j.event_id, "j": j.joiner} for j in kept]
         decoded = self.events.decode([p["v"].encode() for p in kept_payloads])
         good = decoded.index.tolist()  # a stored message always decodes; keep the guard
         targets = np.array([kept[i].target for i in good], dtype=np.float64)
