@@ -7,6 +7,8 @@ all of it is durable, or raises.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import orjson
 
 from connectors.dead_letters import DeadLetters, MessageSink
@@ -14,6 +16,7 @@ from connectors.redis_store import PredictionColumns, PredictionStore
 from streamlearn.batch import RawBatch
 from streamlearn.labels import ArrivedLabels, Exchange, LabelStore
 from streamlearn.rejections import Rejection
+from streamlearn.roles.tasks import LearnBatch
 from streamlearn.tasks.classification import ScoredBatch
 from streamlearn.tasks.entity_features import StateStore
 
@@ -30,6 +33,8 @@ class BatchOutputs:
         predictions_topic: str | None = None,
         labels: LabelStore | None = None,
         states: StateStore | None = None,
+        learn_topic: str | None = None,
+        examples: Callable[[ScoredBatch], list[bytes]] | None = None,
     ) -> None:
         self.pipeline = pipeline
         self.store = store
@@ -38,6 +43,9 @@ class BatchOutputs:
         self.predictions_topic = predictions_topic
         self.labels = labels
         self.states = states
+        # Scorer role: what each batch teaches goes to the learner with the batch's outputs.
+        self.learn_topic = learn_topic
+        self.examples = examples
         self.dead_letters = DeadLetters(producer, dead_letter_topic, pipeline)
 
     def write(self, scored: ScoredBatch) -> None:
@@ -62,6 +70,10 @@ class BatchOutputs:
                 self._send_unmatched(scored.raw, scored.exchange)
             if self.predictions_topic and len(scored.decoded):
                 self._send_predictions(scored)
+            if self.examples is not None and self.learn_topic:
+                key = self.pipeline.encode()
+                for message in self.examples(scored):
+                    self.producer.send(self.learn_topic, message, key)
             done.add("queued")
         if "kafka" not in done:
             self.producer.flush()
@@ -103,6 +115,31 @@ class BatchOutputs:
             if reasons is not None:  # already JSON: embedded as the array it is, not re-parsed
                 record["reasons"] = orjson.Fragment(reasons[i])
             self.producer.send(self.predictions_topic or "", orjson.dumps(record), entity.encode())
+
+
+class LearnerOutputs:
+    """The learner's outputs: no predictions, only dead letters.
+
+    A learn-topic message it cannot read is dead-lettered with its reason, then skipped, as a
+    malformed event is.
+    """
+
+    def __init__(self, pipeline: str, producer: MessageSink, dead_letter_topic: str) -> None:
+        self.producer = producer
+        self.dead_letters = DeadLetters(producer, dead_letter_topic, pipeline)
+
+    def write(self, batch: LearnBatch) -> None:
+        """Dead-letter the batch's unreadable messages, durably."""
+        if batch.rejected and "kafka" not in batch.written:
+            if "queued" not in batch.written:
+                self.dead_letters.send(batch.raw, batch.rejected)
+                batch.written.add("queued")
+            self.producer.flush()
+            batch.written.add("kafka")
+
+    def close(self) -> None:
+        """Deliver what is queued and disconnect the producer."""
+        self.producer.close()
 
 
 def columns(scored: ScoredBatch) -> PredictionColumns:

@@ -96,6 +96,10 @@ class PrometheusHooks(PipelineHooks):
             "streamlearn_model_score", "Rolling prequential model score, by metric.", "metric"
         )
         self.model_version = gauge("streamlearn_model_version", "Version of the serving model.")
+        self.model_staleness = gauge(
+            "streamlearn_model_staleness_seconds",
+            "Scorer role: seconds since the learner last vouched for the served model.",
+        )
         self.stage_duration = Histogram(
             "streamlearn_batch_duration_seconds",
             "Time one batch spent in each stage.",
@@ -172,6 +176,9 @@ class PrometheusHooks(PipelineHooks):
 
     def on_model_version(self, pipeline: str, version: int) -> None:  # noqa: D102
         self.model_version.labels(pipeline).set(version)
+
+    def on_model_staleness(self, pipeline: str, seconds: float) -> None:  # noqa: D102
+        self.model_staleness.labels(pipeline).set(seconds)
 
     def on_checkpoint(self, pipeline: str, written_at: float) -> None:  # noqa: D102
         self.checkpoint_age.checkpointed(pipeline, written_at)

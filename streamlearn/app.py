@@ -19,13 +19,14 @@ from redis import Redis
 
 from connectors.kafka import KafkaSink, KafkaSource, ensure_topics, wait_for_broker
 from connectors.metrics_server import MetricsServer
-from connectors.outputs import BatchOutputs
+from connectors.outputs import BatchOutputs, LearnerOutputs
 from connectors.prometheus import PrometheusHooks
 from connectors.recommendation_outputs import RecommendationOutputs
 from connectors.redis_aggregates import AggregateStore
 from connectors.redis_checkpoints import RedisCheckpointStore
 from connectors.redis_labels import RedisLabelStore
-from connectors.redis_lock import ReplicaLock
+from connectors.redis_lock import PipelineTaken, ReplicaLock
+from connectors.redis_models import RedisModelBoard
 from connectors.redis_recs import RecommendationStore
 from connectors.redis_store import PredictionStore, connect
 from streamlearn.batching import AdaptiveBatcher
@@ -36,12 +37,15 @@ from streamlearn.config import (
     RecommendationPipelineConfig,
     checkpoint_key,
 )
-from streamlearn.errors import StreamlearnError
+from streamlearn.errors import ConfigError, StreamlearnError
 from streamlearn.health import HealthMonitor
 from streamlearn.hooks import FanOutHooks, PipelineHooks
+from streamlearn.roles.publication import ModelFollower, ModelPublisher
+from streamlearn.roles.tasks import LearnerTask, ScorerTask
 from streamlearn.runner import PipelineRunner, RunStats
 from streamlearn.state_cache import CachedStateStore
 from streamlearn.tasks import Task, build_task
+from streamlearn.tasks.classification import ClassificationTask
 from streamlearn.tasks.entity_features import StateStore
 
 log = logging.getLogger(__name__)
@@ -57,6 +61,7 @@ class App:
     stop: threading.Event = field(default_factory=threading.Event)
     runners: list[PipelineRunner] = field(default_factory=list)
     metrics_server: MetricsServer | None = None
+    role: str = "all"  # all | scorer | learner (see streamlearn.roles)
 
     def __post_init__(self) -> None:
         health = self.config.health
@@ -135,6 +140,8 @@ class App:
             if p.outputs.predictions_topic
         }
         topics |= {p.labels.topic for p in self.config.pipelines if p.labels is not None}
+        if self.role != "all":
+            topics |= {p.learn_topic for p in self.config.pipelines}
         ensure_topics(kafka.bootstrap, sorted(topics), security=security)
 
     def _runner(self, config: PipelineCommon, readiness: Readiness) -> PipelineRunner:
@@ -145,6 +152,8 @@ class App:
             **redis_settings.client_options(),
         )
         pipeline = self._pipelines.pop(config.name, None) or build_task(config)
+        if self.role != "all":
+            return self._role_runner(config, pipeline, client, readiness)
         batcher = AdaptiveBatcher(config.batching)
         # One process per pipeline until roles exist: a second replica is refused here.
         prefix, ttl_s = self.config.redis.prefix, config.checkpoint.lock_ttl_s
@@ -180,12 +189,97 @@ class App:
             _also_on_moves(source, outputs.states.moved)
         return runner
 
+    def _role_runner(
+        self, config: PipelineCommon, task: Task, client: Redis, readiness: Readiness
+    ) -> PipelineRunner:
+        if not isinstance(task, ClassificationTask):
+            raise ConfigError(
+                f"pipelines.{config.name}: --role {self.role} is built for classification "
+                f"pipelines; a {config.task} pipeline runs as one process (--role all)"
+            )
+        prefix, key = self.config.redis.prefix, checkpoint_key()
+        batcher = AdaptiveBatcher(config.batching)
+        settings = config.roles
+        checkpointer = restored = requests = None
+        if self.role == "scorer":
+            follower = ModelFollower(
+                RedisModelBoard(client, prefix, config.name),
+                settings.check_interval_ms / 1000,
+                key=key,
+            )
+            scorer = ScorerTask(
+                task, follower, lambda s: self.hooks.on_model_staleness(config.name, s)
+            )
+            states = self._entity_states(config, task, client)  # written with every batch
+            outputs: Any = self._outputs(config, client, states)
+            outputs.learn_topic, outputs.examples = config.learn_topic, scorer.examples_messages
+            pipeline: Task = scorer
+            fence: Callable[[], None] = _unfenced
+        else:
+            lock = self._learner_lock(client, config)
+            board = RedisModelBoard(client, prefix, config.name, fence=lambda: lock.value)
+            publisher = ModelPublisher(
+                board, settings.publish_interval_ms / 1000, key=key, keep=settings.keep_versions
+            )
+            learner = LearnerTask(task, publisher)
+            checkpointer, restored, requests = self._restore(config, learner, batcher, client, lock)
+            learner.publish(force=True)  # scorers serve nothing before the learner's model
+            outputs = LearnerOutputs(config.name, self._producer(config), config.dead_letter_topic)
+            pipeline, fence = learner, lock.check
+        try:
+            source = self._source(config)
+        except BaseException:
+            outputs.close()
+            raise
+        runner = PipelineRunner(
+            pipeline,
+            source,
+            outputs,
+            batcher,
+            self.hooks,
+            checkpointer=checkpointer,
+            restored=restored,
+            on_ready=lambda ready: readiness.set(config.name, ready),
+            requests=requests,
+            fence=fence,
+        )
+        source.on_assign = runner.assigned
+        source.on_revoke = runner.revoke
+        if isinstance(getattr(outputs, "states", None), CachedStateStore):
+            _also_on_moves(source, outputs.states.moved)
+        return runner
+
+    def _learner_lock(self, client: Redis, config: PipelineCommon) -> ReplicaLock:
+        """The pipeline's lock; while another learner holds it, wait as its standby."""
+        prefix, ttl_s = self.config.redis.prefix, config.checkpoint.lock_ttl_s
+        lock = ReplicaLock(client, prefix, config.name, ttl_s)
+        announced = False
+        while True:
+            try:
+                lock.acquire()
+                break
+            except PipelineTaken as exc:
+                if self.stop.is_set():
+                    raise
+                if not announced:
+                    log.warning("%s: standby learner (%s); waiting to take over", config.name, exc)
+                    announced = True
+        if announced:
+            log.warning("%s: this standby is now the learner", config.name)
+        self._locks.append(lock)
+        return lock
+
     def _source(self, config: PipelineCommon) -> KafkaSource:
         kafka = self.config.kafka
+        if self.role == "learner":
+            topics = [config.learn_topic]
+        else:
+            topics = [config.source.topic] + ([config.labels.topic] if config.labels else [])
+        group = config.source.group or f"streamlearn-{config.name}"
         return KafkaSource(
             kafka.bootstrap,
-            [config.source.topic] + ([config.labels.topic] if config.labels else []),
-            config.source.group or f"streamlearn-{config.name}",
+            topics,
+            f"{group}-learner" if self.role == "learner" else group,
             client_id=f"{kafka.client_id}-{config.name}",
             start=config.source.start,
             session_timeout_ms=kafka.session_timeout_ms,
@@ -211,13 +305,7 @@ class App:
     def _outputs(
         self, config: PipelineCommon, client: Redis, states: StateStore | None = None
     ) -> BatchOutputs | RecommendationOutputs:
-        # One producer per pipeline: a flush then waits for, and reports, only its own messages.
-        kafka = self.config.kafka
-        producer = KafkaSink(
-            kafka.bootstrap,
-            client_id=f"{kafka.client_id}-{config.name}-out",
-            security=kafka.client_options(),
-        )
+        producer = self._producer(config)
         prefix = self.config.redis.prefix
         if isinstance(config, RecommendationPipelineConfig):
             lists = RecommendationStore(
@@ -245,6 +333,15 @@ class App:
             if config.labels is not None
             else None,
             states=states,
+        )
+
+    def _producer(self, config: PipelineCommon) -> KafkaSink:
+        # One producer per pipeline: a flush then waits for, and reports, only its own messages.
+        kafka = self.config.kafka
+        return KafkaSink(
+            kafka.bootstrap,
+            client_id=f"{kafka.client_id}-{config.name}-out",
+            security=kafka.client_options(),
         )
 
     def _restore(
@@ -375,6 +472,10 @@ class Readiness:
                 self.not_ready.add(pipeline)
             self.hooks.on_pipeline_ready(pipeline, ready)
             self.hooks.on_ready(not self.not_ready)
+
+
+def _unfenced() -> None:
+    """Scorers hold no lock: nothing can fence them."""
 
 
 def _failure(exc: BaseException) -> str:

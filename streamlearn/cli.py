@@ -17,6 +17,7 @@ from rich.markup import escape
 from streamlearn.cli_model import model_app
 from streamlearn.config import load_config, service_defaults
 from streamlearn.errors import StreamlearnError
+from streamlearn.roles import ROLES
 
 app = typer.Typer(
     add_completion=False,
@@ -48,17 +49,30 @@ def run(
             "(for `streamlearn report`)."
         ),
     ] = None,
+    role: Annotated[
+        str,
+        typer.Option(
+            help="all: score and learn in this process. scorer: score with the newest "
+            "published model, send what to learn to the learner, never learn (run many). "
+            "learner: learn, checkpoint and publish the model (one per pipeline; another "
+            "waits as its standby)."
+        ),
+    ] = "all",
 ) -> None:
     """Run the configured pipelines until stopped (SIGTERM/SIGINT end them cleanly)."""
     from streamlearn.app import App, stop_on_signals
     from streamlearn.run_record import RunRecorder
 
     _logging(log_level, log_format)
+    if role not in ROLES:
+        expected = ", ".join(ROLES)
+        raise typer.BadParameter(f"expected one of {expected}, got {role!r}", param_hint="--role")
     settings = load_config(config)
     recorder = RunRecorder.for_config(settings) if record is not None else None
     observers = (recorder,) if recorder is not None else ()
     try:
-        with App(settings, observers=observers) as application, stop_on_signals(application.stop):
+        application = App(settings, observers=observers, role=role)
+        with application, stop_on_signals(application.stop):
             results = application.run(max_events=max_events)
     finally:
         if recorder is not None and record is not None:

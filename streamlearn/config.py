@@ -201,6 +201,21 @@ class CheckpointConfig(_Strict):
     lock_ttl_s: float = Field(default=10.0, ge=1.0)
 
 
+class RolesConfig(_Strict):
+    """Scale-out (``streamlearn run --role scorer|learner``): how scorers and the learner meet.
+
+    Scorers send what each batch teaches to ``learn_topic`` (default
+    ``streamlearn-{pipeline}-learn``); the learner publishes its model to Redis at most every
+    ``publish_interval_ms``, keeping the last ``keep_versions``; scorers look for a newer one
+    before a batch at most every ``check_interval_ms``.
+    """
+
+    learn_topic: str | None = None
+    publish_interval_ms: int = Field(default=1000, ge=10)
+    check_interval_ms: int = Field(default=100, ge=1)
+    keep_versions: int = Field(default=5, ge=2, le=1000)
+
+
 CHECKPOINT_KEY_ENV = "STREAMLEARN_CHECKPOINT_KEY"
 
 
@@ -239,6 +254,7 @@ class PipelineCommon(_Strict):
     drift: DriftConfig = Field(default_factory=DriftConfig)
     checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig)
     labels: LabelsConfig | None = None
+    roles: RolesConfig = Field(default_factory=RolesConfig)
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
@@ -257,6 +273,11 @@ class PipelineCommon(_Strict):
             source.setdefault("group", f"streamlearn-{data.get('name', 'pipeline')}")
             return {**data, "source": source}
         return data
+
+    @property
+    def learn_topic(self) -> str:
+        """Where scorers send the learner what to learn: configured, else a name of its own."""
+        return self.roles.learn_topic or f"streamlearn-{self.name}-learn"
 
     @property
     def dead_letter_topic(self) -> str:

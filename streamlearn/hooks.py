@@ -79,6 +79,9 @@ class PipelineHooks:
     def on_model_version(self, pipeline: str, version: int) -> None:
         """The model now has this version."""
 
+    def on_model_staleness(self, pipeline: str, seconds: float) -> None:
+        """A scorer served a batch with a model the learner vouched for ``seconds`` ago."""
+
     def on_checkpoint(self, pipeline: str, written_at: float) -> None:
         """A checkpoint was written at ``written_at`` (epoch seconds)."""
 

@@ -129,8 +129,9 @@ def _die_with_parent() -> None:
 class Processor:
     """``python -m streamlearn run CONFIG`` as a child process that can crash and come back."""
 
-    def __init__(self, config_path: Path, log_dir: Path) -> None:
+    def __init__(self, config_path: Path, log_dir: Path, args: tuple[str, ...] = ()) -> None:
         self.config_path = config_path
+        self.args = args  # e.g. ("--role", "scorer")
         self.log_dir = log_dir
         self.logs: list[Path] = []
         self.kills = 0
@@ -190,7 +191,7 @@ class Processor:
         self.logs.append(log)
         with log.open("wb") as stderr:
             self._process = subprocess.Popen(
-                [*STREAMLEARN, "run", str(self.config_path)],
+                [*STREAMLEARN, "run", str(self.config_path), *self.args],
                 cwd=ROOT,
                 env=child_env(),
                 stdin=subprocess.DEVNULL,

@@ -57,6 +57,7 @@ def test_the_hook_set_is_the_documented_one() -> None:
         "on_lag",
         "on_learned",
         "on_model_score",
+        "on_model_staleness",
         "on_model_version",
         "on_pipeline_ready",
         "on_predictions",
