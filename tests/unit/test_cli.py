@@ -179,3 +179,9 @@ def test_task_events_continue_the_stream() -> None:
 def test_unknown_task_names_the_known_ones() -> None:
     with pytest.raises(ConfigError, match=r"unknown task 'churn'; known tasks: fraud"):
         task_events("churn", seed=0, drift_at=None)
+
+
+def test_run_refuses_an_unknown_role_naming_the_choices() -> None:
+    result = CliRunner().invoke(cli.app, ["run", str(EXAMPLE), "--role", "trainer"])
+    assert result.exit_code == 2
+    assert "all, scorer, learner" in result.output and "trainer" in result.output
