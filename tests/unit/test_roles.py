@@ -231,3 +231,52 @@ def test_only_classification_pipelines_can_be_split() -> None:
     pipeline = app.config.pipelines[0]
     with pytest.raises(ConfigError, match="--role scorer is built for classification"):
         app._role_runner(pipeline, build_task(pipeline), None, None)  # type: ignore[arg-type]
+
+
+def test_delayed_label_joins_made_by_scorers_are_learned_by_the_learner_as_one_process_would() -> (
+    None
+):
+    from streamlearn.labels import MemoryLabelStore
+    from tests.unit.test_watermark import delayed_task, event
+
+    def stream() -> list[RawBatch]:
+        # Ten events and their labels, half the labels before their event, half after.
+        out = []
+        for b in range(4):
+            raw = RawBatch()
+            for i in range(10):
+                n = b * 10 + i
+                ts = n * 1000
+                label = orjson.dumps({"event_id": f"e{n}", "churned": n % 3 == 0})
+                if n % 2:
+                    raw.append("labels", 0, 2 * n, None, label, ts, 0.0)
+                    raw.append("activity", n % 2, n, None, event(f"e{n}", ts), ts, 0.0)
+                else:
+                    raw.append("activity", n % 2, n, None, event(f"e{n}", ts), ts, 0.0)
+                    if n >= 10:  # labels of the first batch's even events come a batch later
+                        prior = orjson.dumps({"event_id": f"e{n - 10}", "churned": n % 3 == 1})
+                        raw.append("labels", 0, 2 * n + 1, None, prior, ts, 0.0)
+            out.append(raw)
+        return out
+
+    single, single_store = delayed_task(), MemoryLabelStore(horizon_s=3600)
+    learned_single = 0
+    for raw in stream():
+        scored = single.score(raw)
+        scored.exchange = single_store.exchange(scored.pending, scored.arrived, scored.watermark_ms)
+        learned_single += single.learn(scored).learned
+
+    board = MemoryBoard()
+    learner = LearnerTask(delayed_task(), ModelPublisher(board, 0.0))
+    learner.publish(force=True)
+    scorer = ScorerTask(delayed_task(), ModelFollower(board, 0.0))
+    store, learned_split, sent = MemoryLabelStore(horizon_s=3600), 0, 0
+    for raw in stream():
+        scored = scorer.score(raw)
+        scored.exchange = store.exchange(scored.pending, scored.arrived, scored.watermark_ms)
+        messages = scorer.examples_messages(scored)
+        learned_split += learner.learn(learner.score(learn_topic(messages, sent))).learned
+        sent += len(messages)
+    assert learned_single > 20
+    assert learned_split == learned_single
+    assert learner.scores() == pytest.approx(single.scores())
