@@ -207,9 +207,12 @@ class App:
                 settings.check_interval_ms / 1000,
                 key=key,
             )
-            scorer = ScorerTask(
-                task, follower, lambda s: self.hooks.on_model_staleness(config.name, s)
-            )
+
+            def served(staleness_s: float) -> None:
+                self.hooks.on_model_staleness(config.name, staleness_s)
+                self.hooks.on_model_version(config.name, task.model_version)
+
+            scorer = ScorerTask(task, follower, served)
             states = self._entity_states(config, task, client)  # written with every batch
             outputs: Any = self._outputs(config, client, states)
             outputs.learn_topic, outputs.examples = config.learn_topic, scorer.examples_messages

@@ -63,10 +63,10 @@ def run(
     from streamlearn.app import App, stop_on_signals
     from streamlearn.run_record import RunRecorder
 
-    _logging(log_level, log_format)
     if role not in ROLES:
         expected = ", ".join(ROLES)
         raise typer.BadParameter(f"expected one of {expected}, got {role!r}", param_hint="--role")
+    _logging(log_level, log_format, role)
     settings = load_config(config)
     recorder = RunRecorder.for_config(settings) if record is not None else None
     observers = (recorder,) if recorder is not None else ()
@@ -290,7 +290,7 @@ def report(
     output.print(f"report written to {escape(str(target))}")
 
 
-def _logging(level: str, log_format: str = "text") -> None:
+def _logging(level: str, log_format: str = "text", role: str = "all") -> None:
     from connectors.kafka_logging import tame_kafka_logging
     from streamlearn.logs import LOG_FORMATS, configure_logging
 
@@ -301,7 +301,7 @@ def _logging(level: str, log_format: str = "text") -> None:
         raise typer.BadParameter(
             f"unknown log format {log_format!r}: expected {expected}", param_hint="--log-format"
         )
-    configure_logging(level, log_format)
+    configure_logging(level, log_format, role)
     # kafka-python logs each refused connection; streamlearn says once what is wrong.
     tame_kafka_logging()
 

@@ -19,9 +19,9 @@ LOG_FORMATS = ("text", "json")
 """What ``--log-format`` accepts."""
 
 ROLE = "all"
-"""The role a process plays: every process scores and learns until roles exist."""
+"""The role a process plays by default: it scores and learns (``streamlearn run --role``)."""
 
-TEXT_FORMAT = "%(asctime)s %(levelname)s [%(pipeline)s] %(name)s: %(message)s"
+TEXT_FORMAT = "%(asctime)s %(levelname)s [%(where)s] %(name)s: %(message)s"
 _THREAD_PREFIX = "pipeline-"
 
 
@@ -58,7 +58,11 @@ class PipelineContext(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:  # noqa: D102
         if not hasattr(record, "pipeline"):
             record.pipeline = current_pipeline()
-        record.role = getattr(record, "role", self.role)
+        role = getattr(record, "role", self.role)
+        record.role = role
+        # Text lines name the role only when the process plays one: ``[fraud scorer]``.
+        pipeline = getattr(record, "pipeline", "-")
+        record.where = pipeline if role == ROLE else f"{pipeline} {role}"
         message = record.getMessage()
         masked = mask_urls(message)
         if masked != message:  # freeze the masked text: arguments may hold the secret
@@ -105,7 +109,7 @@ class _MaskedText(logging.Formatter):
         return mask_urls(super().formatException(ei))
 
 
-def configure_logging(level: str = "INFO", log_format: str = "text") -> None:
+def configure_logging(level: str = "INFO", log_format: str = "text", role: str = ROLE) -> None:
     """Send every log record to stderr, readable (``text``) or as JSON lines (``json``).
 
     Replaces the handler an earlier call installed, so calling it again switches format;
@@ -114,7 +118,7 @@ def configure_logging(level: str = "INFO", log_format: str = "text") -> None:
     if log_format not in LOG_FORMATS:
         raise ValueError(f"unknown log format {log_format!r}: expected one of {LOG_FORMATS}")
     handler = _OurHandler()
-    handler.addFilter(PipelineContext())
+    handler.addFilter(PipelineContext(role))
     handler.setFormatter(JsonFormatter() if log_format == "json" else _MaskedText(TEXT_FORMAT))
     root = logging.getLogger()
     for old in [h for h in root.handlers if isinstance(h, _OurHandler)]:

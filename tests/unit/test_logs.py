@@ -88,3 +88,12 @@ def test_an_unknown_log_format_is_refused(tmp_path) -> None:
 def test_run_and_demo_offer_json_logs(command: str) -> None:
     result = CliRunner().invoke(app, [command, "--help"])
     assert "--log-format" in result.output
+
+
+def test_a_process_with_a_role_names_it_on_every_line(capsys: pytest.CaptureFixture[str]) -> None:
+    configure_logging("INFO", "text", role="scorer")
+    try:
+        logging.getLogger("streamlearn.test").info("scoring")
+    finally:
+        configure_logging("INFO", "text")
+    assert capsys.readouterr().err.rstrip().endswith("INFO [- scorer] streamlearn.test: scoring")
