@@ -1,7 +1,8 @@
 """The container deployment's files agree with the repository and with the metrics exported.
 
-No Docker engine runs here, so this checks what can be checked without one: the compose file,
-the Dockerfile, Prometheus' config, Grafana's provisioning and every dashboard query.
+No Docker engine runs here, so this checks what can be checked without one: the compose file
+(one learner, scalable scorers), the Dockerfile, Prometheus' config, Grafana's provisioning and
+every dashboard query.
 """
 
 from __future__ import annotations
@@ -28,10 +29,13 @@ from prometheus_client import CollectorRegistry
 
 from connectors.metrics_server import MetricsServer
 from connectors.prometheus import PrometheusHooks
+from streamlearn.config import PipelineConfig, load_config
+from streamlearn.roles import ROLES
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCKER = ROOT / "docker"
-SERVICES = {"kafka", "redis", "prometheus", "grafana", "processor", "generator"}
+SERVICES = {"kafka", "redis", "topics", "prometheus", "grafana", "learner", "scorer", "generator"}
+CONFIG_IN_CONTAINER = "/etc/streamlearn/config.yaml"
 METRIC = re.compile(r"\bstreamlearn_[a-z0-9_]+")
 # What Grafana substitutes before a query reaches Prometheus.
 GRAFANA_VARIABLES = {"$__rate_interval": "1m", "$__range": "1h", "$pipeline": ".*"}
@@ -66,12 +70,14 @@ def exercised_hooks() -> PrometheusHooks:
     hooks.on_drift("fraud")
     hooks.on_labels_unmatched("fraud", "duplicate", 1)
     hooks.on_model_version("fraud", 3)
+    hooks.on_model_staleness("fraud", 0.4)
     hooks.on_checkpoint("fraud", time.time())
     hooks.on_ready(True)
     # A retention pipeline (labels on their own topic) and a recommendation pipeline, for the
     # per-task panels: label join rate and share, hit rate and NDCG at 10.
     hooks.on_consumed("churn", 10)
     hooks.on_learned("churn", 4)
+    hooks.on_model_version("churn", 4)
     hooks.on_labels_unmatched("churn", "past_horizon", 1)
     hooks.on_label_delays("churn", np.array([30 * 86_400.0]))
     hooks.on_consumed("recs", 10)
@@ -86,6 +92,16 @@ def exported_sample_names() -> set[str]:
 
 def dashboard_queries(dashboard: dict[str, Any]) -> list[str]:
     return [t["expr"] for p in dashboard["panels"] for t in p.get("targets", [])]
+
+
+def charts(dashboard: dict[str, Any]) -> list[dict[str, Any]]:
+    """The panels that query something (every one but the row headers)."""
+    return [p for p in dashboard["panels"] if p["type"] != "row"]
+
+
+def role_of(service: dict[str, Any]) -> str:
+    command = service["command"]
+    return str(command[command.index("--role") + 1])
 
 
 def as_sent_to_prometheus(expr: str) -> str:
@@ -111,7 +127,7 @@ def test_compose_images_are_pinned(compose: dict[str, Any]) -> None:
 
 
 def test_compose_builds_from_the_repository_root(compose: dict[str, Any]) -> None:
-    for name in ("processor", "generator"):
+    for name in ("learner", "scorer", "generator"):
         build = compose["services"][name]["build"]
         context = (DOCKER / build["context"]).resolve()
         assert context == ROOT, name
@@ -126,26 +142,89 @@ def test_compose_bind_mounts_exist_in_the_repository(compose: dict[str, Any]) ->
         assert (DOCKER / source).exists(), f"{source} is mounted but missing from the repository"
 
 
-def test_processor_reaches_kafka_and_redis_inside_the_network(compose: dict[str, Any]) -> None:
+def test_learner_and_scorers_reach_kafka_and_redis_inside_the_network(
+    compose: dict[str, Any],
+) -> None:
     services = compose["services"]
-    processor = services["processor"]
-    assert processor["environment"]["STREAMLEARN_KAFKA_BOOTSTRAP"] == "kafka:9092"
-    assert processor["environment"]["STREAMLEARN_REDIS_URL"] == "redis://redis:6379/0"
-    assert "9100:9100" in processor["ports"]
-    assert processor["command"] == ["run", "/etc/streamlearn/config.yaml"]
-    for dependency in ("kafka", "redis"):
-        assert processor["depends_on"][dependency]["condition"] == "service_healthy"
-        assert services[dependency]["healthcheck"]["test"]
+    for name in ("learner", "scorer"):
+        service = services[name]
+        environment = service["environment"]
+        assert environment["STREAMLEARN_KAFKA_BOOTSTRAP"] == "kafka:9092", name
+        assert environment["STREAMLEARN_REDIS_URL"] == "redis://redis:6379/0", name
+        assert environment["STREAMLEARN_METRICS_PORT"] == "9100", name
+        # Both sign or neither does: scorers refuse unsigned models when they hold the key.
+        assert environment["STREAMLEARN_CHECKPOINT_KEY"] == "${STREAMLEARN_CHECKPOINT_KEY:-}"
+        assert f"../examples/fraud/config.yaml:{CONFIG_IN_CONTAINER}:ro" in service["volumes"]
+        for dependency in ("kafka", "redis"):
+            assert service["depends_on"][dependency]["condition"] == "service_healthy", name
+            assert services[dependency]["healthcheck"]["test"]
+        assert service["restart"] == "unless-stopped", name
+        assert service["stop_grace_period"] == "30s", name
     kafka = services["kafka"]["environment"]
     assert "PLAINTEXT://kafka:9092" in kafka["KAFKA_ADVERTISED_LISTENERS"].split(",")
     assert "broker" in kafka["KAFKA_PROCESS_ROLES"]
     assert "controller" in kafka["KAFKA_PROCESS_ROLES"]
 
 
+def test_one_learner_and_scorers_run_their_roles(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    assert "processor" not in services
+    roles = {name: role_of(s) for name, s in services.items() if "--role" in s.get("command", [])}
+    assert roles == {"learner": "learner", "scorer": "scorer"}
+    assert set(roles.values()) <= set(ROLES)
+    for name in roles:
+        assert services[name]["command"] == [
+            "run",
+            CONFIG_IN_CONTAINER,
+            "--role",
+            roles[name],
+        ]
+    # The learner is one service with the host's port 9100; the scorers get none.
+    assert services["learner"]["ports"] == ["9100:9100"]
+    assert services["scorer"]["depends_on"]["learner"]["condition"] == "service_started"
+
+
+def test_mounted_configuration_can_be_split_into_roles() -> None:
+    # Only classification pipelines run as --role scorer/learner; others are refused.
+    config = load_config(ROOT / "examples/fraud/config.yaml")
+    assert config.pipelines
+    assert all(isinstance(p, PipelineConfig) for p in config.pipelines)
+
+
+def test_scorer_can_be_scaled(compose: dict[str, Any]) -> None:
+    scorer = compose["services"]["scorer"]
+    # `docker compose up --scale scorer=N` fails on a fixed container name or host port.
+    assert "container_name" not in scorer
+    assert "ports" not in scorer
+    assert scorer["expose"] == [scorer["environment"]["STREAMLEARN_METRICS_PORT"]]
+    assert "hostname" not in scorer
+
+
+def test_events_topic_has_partitions_for_the_scorers(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    (pipeline,) = load_config(ROOT / "examples/fraud/config.yaml").pipelines
+    command = services["topics"]["command"]
+    assert command[0] == "/opt/kafka/bin/kafka-topics.sh"
+    assert services["topics"]["image"] == services["kafka"]["image"]
+    assert {"--create", "--if-not-exists"} <= set(command)
+    assert command[command.index("--topic") + 1] == pipeline.source.topic
+    assert command[command.index("--bootstrap-server") + 1] == "kafka:9092"
+    partitions = int(command[command.index("--partitions") + 1])
+    assert partitions >= 3, "fewer partitions than the scorers the README scales to"
+    # Topics created on first use, and by the generator, get as many.
+    assert services["kafka"]["environment"]["KAFKA_NUM_PARTITIONS"] == partitions
+    generator = services["generator"]["command"]
+    assert int(generator[generator.index("--partitions") + 1]) == partitions
+    assert services["topics"]["depends_on"]["kafka"]["condition"] == "service_healthy"
+    for name in ("scorer", "generator"):
+        condition = services[name]["depends_on"]["topics"]["condition"]
+        assert condition == "service_completed_successfully", name
+
+
 def test_generator_waits_for_kafka(compose: dict[str, Any]) -> None:
     services = compose["services"]
     generator = services["generator"]
-    assert generator["image"] == services["processor"]["image"]
+    assert generator["image"] == services["learner"]["image"] == services["scorer"]["image"]
     assert generator["command"][:2] == ["generate", "fraud"]
     command = " ".join(generator["command"])
     assert "--events 1000000" in command and "--rate 2000" in command
@@ -156,17 +235,26 @@ def test_generator_waits_for_kafka(compose: dict[str, Any]) -> None:
 # --- Prometheus and Grafana configuration ------------------------------------------------------
 
 
-def test_prometheus_scrapes_the_processor(compose: dict[str, Any]) -> None:
+def test_prometheus_scrapes_the_learner_and_every_scorer(compose: dict[str, Any]) -> None:
     config = load_yaml(DOCKER / "prometheus.yml")
-    targets = [
-        target
-        for job in config["scrape_configs"]
-        for static in job.get("static_configs", [])
-        for target in static["targets"]
-    ]
-    assert "processor:9100" in targets
-    mounts = compose["services"]["prometheus"]["volumes"]
+    jobs = {job["job_name"]: job for job in config["scrape_configs"]}
+    learner = jobs["streamlearn-learner"]
+    assert learner["static_configs"] == [{"targets": ["learner:9100"]}]
+    scorer = jobs["streamlearn-scorer"]
+    assert "static_configs" not in scorer
+    # Compose's DNS answers a service name with every replica's address (type A records);
+    # `tasks.scorer` exists only in swarm mode.
+    (discovery,) = scorer["dns_sd_configs"]
+    assert discovery["names"] == ["scorer"]
+    assert discovery["type"] == "A"
+    exposed = compose["services"]["scorer"]["expose"]
+    assert [str(discovery["port"])] == exposed
+    for job in (learner, scorer):
+        assert job.get("metrics_path", "/metrics") == "/metrics"
+    services = compose["services"]
+    mounts = services["prometheus"]["volumes"]
     assert "./prometheus.yml:/etc/prometheus/prometheus.yml:ro" in mounts
+    assert set(services["prometheus"]["depends_on"]) == {"learner", "scorer"}
 
 
 def test_prometheus_config_passes_promtool() -> None:
@@ -196,8 +284,8 @@ def test_grafana_provisioning_matches_the_dashboard(
     mount_targets = {m.split(":")[0]: m.split(":")[1] for m in grafana["volumes"]}
     assert providers["providers"][0]["options"]["path"] == mount_targets["./grafana/dashboards"]
 
-    used = [p["datasource"] for p in dashboard["panels"]]
-    used += [t["datasource"] for p in dashboard["panels"] for t in p["targets"]]
+    used = [p["datasource"] for p in charts(dashboard)]
+    used += [t["datasource"] for p in charts(dashboard) for t in p["targets"]]
     used += [v["datasource"] for v in dashboard["templating"]["list"]]
     assert all(d == {"type": "prometheus", "uid": source["uid"]} for d in used)
 
@@ -209,7 +297,8 @@ def test_dashboard_is_identified_and_panel_ids_are_unique(dashboard: dict[str, A
     assert dashboard["uid"] == "streamlearn"
     ids = [p["id"] for p in dashboard["panels"]]
     assert len(ids) == len(set(ids))
-    assert all(p["targets"] for p in dashboard["panels"])
+    assert all(p["targets"] for p in charts(dashboard))
+    assert all(not p.get("targets") for p in dashboard["panels"] if p["type"] == "row")
 
 
 def test_dashboard_queries_only_metrics_that_are_exported(dashboard: dict[str, Any]) -> None:
@@ -227,12 +316,35 @@ def test_dashboard_shows_every_exported_metric(dashboard: dict[str, Any]) -> Non
 
 
 def test_dashboard_has_retention_and_recommendation_panels(dashboard: dict[str, Any]) -> None:
-    by_title = {p["title"]: [t["expr"] for t in p["targets"]] for p in dashboard["panels"]}
+    by_title = {p["title"]: [t["expr"] for t in p["targets"]] for p in charts(dashboard)}
     joined = by_title["Delayed labels: joined and unmatched / s"]
     assert any("streamlearn_learned_total" in q for q in joined)
     assert any("streamlearn_labels_unmatched_total" in q for q in joined)
     assert 'metric="hit_rate_at_10"' in by_title["Recommendation: hit rate@10 (prequential)"][0]
     assert 'metric="ndcg_at_10"' in by_title["Recommendation: NDCG@10 (prequential)"][0]
+
+
+def test_dashboard_has_per_replica_panels(dashboard: dict[str, Any]) -> None:
+    rows = [p["title"] for p in dashboard["panels"] if p["type"] == "row"]
+    assert rows == ["Scale-out: each replica (instance)"]
+    by_title = {p["title"]: [t["expr"] for t in p["targets"]] for p in charts(dashboard)}
+    per_instance = {
+        "Events consumed / s by instance": "streamlearn_events_consumed_total",
+        "Predictions and learning / s by instance": "streamlearn_predictions_total",
+        "Event latency p99 by instance": "streamlearn_event_latency_seconds_bucket",
+        "Model version by instance": "streamlearn_model_version",
+        "Consumer lag by instance": "streamlearn_consumer_lag",
+    }
+    for title, metric in per_instance.items():
+        (query, *_) = by_title[title]
+        assert metric in query, title
+        assert re.search(r"\bby \([^)]*\binstance\b", query), title
+    (latency,) = by_title["Event latency p99 by instance"]
+    assert latency.startswith("histogram_quantile(0.99,")
+    (staleness,) = by_title["Model staleness by instance"]
+    # Scorers report staleness; a process that learns its own model is drawn at 0.
+    assert staleness.startswith('streamlearn_model_staleness_seconds{pipeline=~"$pipeline"} or ')
+    assert "0 * streamlearn_model_version" in staleness
 
 
 def test_dashboard_panels_do_not_overlap(dashboard: dict[str, Any]) -> None:
@@ -265,10 +377,16 @@ def test_dashboard_queries_return_data_from_a_real_prometheus(dashboard: dict[st
         api = run_prometheus(prometheus, Path(tmp), f"127.0.0.1:{exporter.port}")
         try:
             empty = wait_for_results(api, queries, hooks)
+            (staleness,) = [q for q in queries if q.startswith("streamlearn_model_staleness")]
+            answer = api.query(staleness)["data"]["result"]
         finally:
             api.process.terminate()
             api.process.wait(timeout=10)
     assert empty == [], "queries that parsed but returned nothing"
+    # fraud reports its staleness, as a scorer does; churn reports a model version and no
+    # staleness, as a process that learns its own model does, and is drawn at 0.
+    drawn = {series["metric"]["pipeline"]: float(series["value"][1]) for series in answer}
+    assert drawn == {"fraud": 0.4, "churn": 0.0}
 
 
 class PrometheusUnderTest:
