@@ -98,9 +98,7 @@ def test_two_scorers_and_a_learner_lose_nothing_and_learn_each_event_once(
             if (v := client.hget(key, "model_version")) is not None
         }
         standby_log = standby.logs[-1].read_text()
-        outcome.figures.update(
-            published_versions=len(published), served_versions=len(served)
-        )
+        outcome.figures.update(published_versions=len(published), served_versions=len(served))
         outcome.report("roles: 2 scorers + learner, scorer and learner killed")
         assert outcome.unpredicted == [], f"{len(outcome.unpredicted)} entities unpredicted"
         assert outcome.learned == len(stream.events), "not each event learned exactly once"
