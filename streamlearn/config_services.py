@@ -18,6 +18,9 @@ MASK = "***"
 
 SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
 SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
+# The consumer library of the sources: kafka-python (the default) or librdkafka's
+# confluent-kafka (the `confluent` extra). Producers and admin always use kafka-python.
+KafkaClient = Literal["kafka-python", "confluent"]
 
 # user:password@ after a scheme, and password= in a query string: what a URL may leak.
 _USERINFO = re.compile(r"(?P<head>://[^\s:/@'\"]*:)[^\s'\"]+@")
@@ -77,6 +80,11 @@ def _existing_file(value: str) -> str:
 class KafkaConfig(_Section):
     """How to reach the broker, and how to authenticate (SASL) and encrypt (TLS) on the way.
 
+    ``client`` picks the library the sources consume with: ``kafka-python`` (the default) or
+    ``confluent`` (librdkafka, ``pip install 'streamlearn[confluent]'``).
+
+    >>> KafkaConfig().client, KafkaConfig(client="confluent").client
+    ('kafka-python', 'confluent')
     >>> KafkaConfig(security_protocol="SASL_SSL", sasl_mechanism="SCRAM-SHA-512",
     ...             sasl_username="svc", sasl_password="pw").client_options()
     ... # doctest: +NORMALIZE_WHITESPACE
@@ -86,6 +94,7 @@ class KafkaConfig(_Section):
 
     bootstrap: str = "localhost:9092"
     client_id: str = "streamlearn"
+    client: KafkaClient = "kafka-python"
     session_timeout_ms: int = Field(default=10_000, ge=1000)
     heartbeat_interval_ms: int = Field(default=1_000, ge=100)
     connect_timeout_s: float = Field(default=60.0, gt=0)

@@ -1,4 +1,8 @@
-"""KafkaSource, KafkaSink and the admin helpers against a real broker (Tansu by default)."""
+"""KafkaSource, KafkaSink and the admin helpers against a real broker (Tansu by default).
+
+The source contract tests run against both clients: kafka-python's KafkaSource and
+librdkafka's ConfluentSource (``kafka.client: confluent``).
+"""
 
 from __future__ import annotations
 
@@ -6,7 +10,7 @@ import socket
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from typing import Literal
+from typing import Any, Literal
 
 import pytest
 
@@ -21,6 +25,7 @@ from connectors.kafka import (
     read_all,
     wait_for_broker,
 )
+from connectors.kafka_confluent import ConfluentSource
 from streamlearn.batch import RawBatch
 from streamlearn.errors import ServiceUnavailable
 
@@ -30,6 +35,14 @@ def group() -> str:
     return f"group-{uuid.uuid4().hex[:8]}"
 
 
+Source = KafkaSource | ConfluentSource
+
+
+@pytest.fixture(params=[KafkaSource, ConfluentSource], ids=["kafka-python", "confluent"])
+def source_class(request: pytest.FixtureRequest) -> Any:
+    return request.param
+
+
 @pytest.fixture
 def sink(broker: str) -> Iterator[KafkaSink]:
     with KafkaSink(broker, client_id="test-sink") as producer:
@@ -37,13 +50,14 @@ def sink(broker: str) -> Iterator[KafkaSink]:
 
 
 def make_source(
+    source_class: Any,
     broker: str,
     topic: str,
     group: str,
     start: Literal["earliest", "latest"] = "earliest",
     on_assign: Callable[[list[tuple[str, int]]], None] | None = None,
-) -> KafkaSource:
-    return KafkaSource(
+) -> Source:
+    source: Source = source_class(
         broker,
         [topic],
         group,
@@ -54,6 +68,7 @@ def make_source(
         max_poll_records=5000,
         on_assign=on_assign,
     )
+    return source
 
 
 def produce(sink: KafkaSink, topic: str, n: int, start: int = 0) -> list[bytes]:
@@ -64,14 +79,14 @@ def produce(sink: KafkaSink, topic: str, n: int, start: int = 0) -> list[bytes]:
     return values
 
 
-def consume(source: KafkaSource, into: RawBatch, n: int, timeout_s: float = 20) -> None:
+def consume(source: Source, into: RawBatch, n: int, timeout_s: float = 20) -> None:
     """Poll until ``into`` holds ``n`` messages (joining the group takes a few seconds)."""
     deadline = time.monotonic() + timeout_s
     while len(into) < n and time.monotonic() < deadline:
         source.poll(n - len(into), 0.5, into)
 
 
-def poll_for(source: KafkaSource, seconds: float) -> int:
+def poll_for(source: Source, seconds: float) -> int:
     got, deadline = RawBatch(), time.monotonic() + seconds
     while time.monotonic() < deadline:
         source.poll(1000, 0.2, got)
@@ -79,12 +94,12 @@ def poll_for(source: KafkaSource, seconds: float) -> int:
 
 
 def test_consumes_all_messages_and_commits_end_offsets(
-    broker: str, sink: KafkaSink, topic: str, group: str
+    source_class: Any, broker: str, sink: KafkaSink, topic: str, group: str
 ) -> None:
     ensure_topics(broker, [topic], partitions=3)
     values = produce(sink, topic, 3000)
     assigned: list[list[tuple[str, int]]] = []
-    source = make_source(broker, topic, group, on_assign=assigned.append)
+    source = make_source(source_class, broker, topic, group, on_assign=assigned.append)
     try:
         batch = RawBatch()
         consume(source, batch, len(values))
@@ -105,11 +120,11 @@ def test_consumes_all_messages_and_commits_end_offsets(
 
 
 def test_pause_stops_fetching_until_resume_and_seek_rereads(
-    broker: str, sink: KafkaSink, topic: str, group: str
+    source_class: Any, broker: str, sink: KafkaSink, topic: str, group: str
 ) -> None:
     ensure_topics(broker, [topic])
     produce(sink, topic, 50)
-    source = make_source(broker, topic, group)
+    source = make_source(source_class, broker, topic, group)
     try:
         consume(source, RawBatch(), 50)
         source.pause_all()
@@ -133,11 +148,11 @@ def test_pause_stops_fetching_until_resume_and_seek_rereads(
 
 
 def test_next_member_of_the_group_resumes_from_the_committed_offset(
-    broker: str, sink: KafkaSink, topic: str, group: str
+    source_class: Any, broker: str, sink: KafkaSink, topic: str, group: str
 ) -> None:
     ensure_topics(broker, [topic])
     values = produce(sink, topic, 100)
-    first = make_source(broker, topic, group)
+    first = make_source(source_class, broker, topic, group)
     try:
         batch = RawBatch()
         consume(first, batch, 100)
@@ -146,7 +161,7 @@ def test_next_member_of_the_group_resumes_from_the_committed_offset(
     finally:
         first.close()
 
-    second = make_source(broker, topic, group, start="latest")
+    second = make_source(source_class, broker, topic, group, start="latest")
     try:
         rest = RawBatch()
         consume(second, rest, 40)
