@@ -279,7 +279,13 @@ class App:
         else:
             topics = [config.source.topic] + ([config.labels.topic] if config.labels else [])
         group = config.source.group or f"streamlearn-{config.name}"
-        return KafkaSource(
+        source_class: Any = KafkaSource
+        if kafka.client == "confluent":
+            # Imported here: confluent-kafka is an optional extra (a clear error without it).
+            from connectors.kafka_confluent import ConfluentSource
+
+            source_class = ConfluentSource  # the same interface as KafkaSource
+        source: KafkaSource = source_class(
             kafka.bootstrap,
             topics,
             f"{group}-learner" if self.role == "learner" else group,
@@ -291,6 +297,7 @@ class App:
             fetch_max_wait_ms=fetch_wait_ms(config.batching.latency_target_ms),
             security=kafka.client_options(),
         )
+        return source
 
     def _entity_states(
         self, config: PipelineCommon, task: Task, client: Redis
