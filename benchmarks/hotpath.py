@@ -11,6 +11,8 @@ beginning, in a consumer group of its own:
 - (c) the same job as a Quix Streams app (in its own virtual environment, see ``hotpath_quix``);
 - (d) streamlearn with the default fraud configuration (the real App); also at batch size 1,
   profiled by py-spy, and over a separate 1 000 000-event backlog for memory;
+- (d') the same with ``kafka.client: confluent`` (librdkafka), and (a') the raw consume
+  ceiling through that source;
 - (e) latency floor: decode and one HSET per event, no model.
 
 Then (e) and (d) each read a fresh topic while the generator sends at one steady rate (the
@@ -37,10 +39,15 @@ import numpy as np
 from benchmarks.analysis import latency_summary
 from benchmarks.hotpath_child import Child, Read, run_child
 from benchmarks.hotpath_engine import EngineRun, run_engine
-from benchmarks.hotpath_loops import consume_raw, latency_floor, per_event_loop
+from benchmarks.hotpath_loops import (
+    consume_raw,
+    consume_raw_confluent,
+    latency_floor,
+    per_event_loop,
+)
 from benchmarks.hotpath_profile import summarise
 from benchmarks.hotpath_quix import run_quix
-from benchmarks.hotpath_report import targets, write
+from benchmarks.hotpath_report import confluent_ratios, targets, write
 from benchmarks.load import LoadGenerator
 from benchmarks.report import machine_info
 from connectors.embedded import EmbeddedBroker, EmbeddedRedis
@@ -129,6 +136,7 @@ def run(plan: Plan, quick: bool, steady: bool = True) -> dict[str, Any]:
         "target_ms": TARGET_MS,
     }
     results["targets"] = targets(results)
+    results["confluent"] = confluent_ratios(results)
     return results
 
 
@@ -156,9 +164,12 @@ class _Bench:
         }
 
     def variants(self) -> dict[str, Any]:
-        """(a) to (e) over the backlog, one after the other; (a) and (d) ``repeats`` times."""
+        """(a) to (e) over the backlog; (a), (a'), (d) and (d') ``repeats`` times each."""
         plan, out = self.plan, {}
         out["a"] = self.repeat("a", lambda i: run_child(consume_raw, self.read(f"a{i}")))
+        out["a_confluent"] = self.repeat(
+            "a'", lambda i: run_child(consume_raw_confluent, self.read(f"a-confluent{i}"))
+        )
         out["a_defaults"] = run_child(consume_raw, self.read("a-defaults"), True)
         _say(_line("a (kafka-python fetch defaults)", out["a_defaults"]))
         out["b"] = _scored(run_child(per_event_loop, self.read("b")), plan)
@@ -166,13 +177,18 @@ class _Bench:
         quix = run_quix(self.read("c"))
         out["c"] = quix if "skipped" in quix else _scored(quix, plan)
         _say(_line("c", out["c"]))
-        out["d"] = self.repeat(
-            "d",
-            lambda i: _scored(
-                run_child(run_engine, self.read(f"d{i}"), EngineRun(f"hp-d{i}", rss_every=50_000)),
-                plan,
+        # (d) and (d') alternate run by run, so both see the machine's conditions alike.
+        engine, confluent = self.paired(
+            ("d", lambda i: self.engine(f"d{i}", EngineRun(f"hp-d{i}", rss_every=50_000))),
+            (
+                "d'",
+                lambda i: self.engine(
+                    f"d-confluent{i}",
+                    EngineRun(f"hp-dc{i}", rss_every=50_000, client="confluent"),
+                ),
             ),
         )
+        out["d"], out["d_confluent"] = engine, confluent
         size1 = run_child(
             run_engine,
             self.read("d-size1", time_cap_s=plan.size1_cap_s),
@@ -186,22 +202,28 @@ class _Bench:
         _say(_line("e", floor))
         return out
 
+    def engine(self, group: str, run: EngineRun) -> dict[str, Any]:
+        """One engine run over the backlog, with the AUC of its served scores."""
+        return _scored(run_child(run_engine, self.read(group), run), self.plan)
+
+    def paired(
+        self, *variants: tuple[str, Callable[[int], dict[str, Any]]]
+    ) -> list[dict[str, Any]]:
+        """Like :meth:`repeat` for several variants, alternating them run by run."""
+        runs: list[list[dict[str, Any]]] = [[] for _ in variants]
+        for i in range(self.plan.repeats):
+            for (name, once), done in zip(variants, runs):
+                done.append(once(i))
+                _say(_line(f"{name} #{i + 1}", done[-1]))
+        return [_median_run(done) for done in runs]
+
     def repeat(self, name: str, once: Callable[[int], dict[str, Any]]) -> dict[str, Any]:
         """Run ``once`` ``repeats`` times; the run of median events/s, with every run's rate."""
         runs = []
         for i in range(self.plan.repeats):
             runs.append(once(i))
             _say(_line(f"{name} #{i + 1}", runs[-1]))
-        rates = [r["events_per_s"] or 0.0 for r in runs]
-        aucs = [r["served"]["auc"] for r in runs if r.get("served")]
-        median = sorted(runs, key=lambda r: r["events_per_s"] or 0.0)[len(runs) // 2]
-        spread = 100 * (max(rates) - min(rates)) / max(statistics.median(rates), 1.0)
-        return {
-            **median,
-            "runs_events_per_s": rates,
-            "spread_pct": round(spread, 1),
-            "runs_auc": aucs,
-        }
+        return _median_run(runs)
 
     def profile(self, path: Path) -> dict[str, Any]:
         """(d) over the backlog once more, sampled by py-spy: where its time goes."""
@@ -280,6 +302,20 @@ class _Bench:
         )
         _say(_line("d memory", figures) + f" rss {figures['rss_marks']}")
         return {"backlog": produced, **figures}
+
+
+def _median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The run of median events/s, with every run's rate, AUC and the spread."""
+    rates = [r["events_per_s"] or 0.0 for r in runs]
+    aucs = [r["served"]["auc"] for r in runs if r.get("served")]
+    median = sorted(runs, key=lambda r: r["events_per_s"] or 0.0)[len(runs) // 2]
+    spread = 100 * (max(rates) - min(rates)) / max(statistics.median(rates), 1.0)
+    return {
+        **median,
+        "runs_events_per_s": rates,
+        "spread_pct": round(spread, 1),
+        "runs_auc": aucs,
+    }
 
 
 def _scored(figures: dict[str, Any], plan: Plan) -> dict[str, Any]:

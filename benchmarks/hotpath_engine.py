@@ -38,6 +38,7 @@ class EngineRun:
     record_served: bool = True
     keep_latencies: bool = False
     rss_every: int = 0  # record RSS each time this many more events were predicted (0: never)
+    client: str = "kafka-python"  # kafka.client: the source's library (d' is "confluent")
 
 
 def engine_config(read: Read, run: EngineRun) -> AppConfig:
@@ -50,10 +51,13 @@ def engine_config(read: Read, run: EngineRun) -> AppConfig:
     ('t', 'g', 'hp-d1', 1, 1)
     >>> engine_config(read, EngineRun("hp-d")).pipelines[0].batching.max_size
     2048
+    >>> engine_config(read, EngineRun("hp-d2", client="confluent")).kafka.client
+    'confluent'
     """
     fraud = demo_config(DEMO_TASKS["fraud"], read.bootstrap, read.redis_url, metrics_port=0)
     base = fraud.model_dump(by_alias=True)
     base["redis"] = {**base["redis"], "prefix": run.prefix}
+    base["kafka"] = {**base["kafka"], "client": run.client}
     pipeline = base["pipelines"][0]
     pipeline["source"] = {**pipeline["source"], "topic": read.topic, "group": read.group}
     pipeline["outputs"] = {**pipeline["outputs"], "dead_letter_topic": f"{read.topic}.dlq"}

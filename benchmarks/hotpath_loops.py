@@ -1,6 +1,8 @@
 """The hand-written kafka-python consumers of the hot-path benchmark, each run in its own process.
 
 - (a) :func:`consume_raw`: poll and ``orjson.loads`` every record, nothing else (the ceiling);
+- (a') :func:`consume_raw_confluent`: the same through the engine's librdkafka source
+  (:class:`connectors.kafka_confluent.ConfluentSource`, polled into columns);
 - (b) :func:`per_event_loop`: river predict, one HSET, learn, per event; commit per poll;
 - (e) :func:`latency_floor`: decode and one HSET per event, no model; commit per poll.
 
@@ -38,6 +40,64 @@ def consume_raw(ready: Callable[[], None], read: Read, defaults: bool = False) -
     if defaults:
         return _drive(ready, read, handle, commit=False, fetch={})
     return _drive(ready, read, handle, commit=False, max_records=5000)
+
+
+def consume_raw_confluent(ready: Callable[[], None], read: Read) -> dict[str, Any]:
+    """(a') The consume ceiling of ``kafka.client: confluent``: the engine's ConfluentSource.
+
+    Polls up to 5 000 records at a time into a :class:`~streamlearn.batch.RawBatch` (the
+    engine's fetch settings) and ``orjson.loads`` every value; commits nothing.
+    """
+    import orjson
+
+    from connectors.kafka_confluent import ConfluentSource
+    from streamlearn.batch import RawBatch
+
+    loads = orjson.loads
+    source = ConfluentSource(
+        read.bootstrap,
+        [read.topic],
+        read.group,
+        client_id=read.group,
+        session_timeout_ms=6000,
+        heartbeat_interval_ms=500,
+        fetch_max_wait_ms=ENGINE_FETCH["fetch_max_wait_ms"],
+    )
+    began = time.monotonic()
+    first: float | None = None
+    last = received = began
+    n = polls = 0
+    signalled = False
+    try:
+        while n < read.events:
+            batch = RawBatch()
+            got = source.poll(min(5000, read.events - n), 0.2, batch)
+            now = time.monotonic()
+            if not signalled and source.assignment_ready():
+                ready()
+                signalled = True
+            if not got:
+                if _should_stop(read, first, received, began, now):
+                    break
+                continue
+            if first is None:
+                first = now
+            received = now
+            for value in batch.values:
+                loads(value)  # type: ignore[arg-type]
+            n += got
+            polls += 1
+            last = time.monotonic()
+    finally:
+        source.close()
+    seconds = last - (first or last)
+    return {
+        "events": n,
+        "polls": polls,
+        "startup_s": round((first or last) - began, 2),
+        "seconds": round(seconds, 3),
+        "events_per_s": round(n / seconds, 1) if seconds > 0 else None,
+    }
 
 
 def per_event_loop(ready: Callable[[], None], read: Read) -> dict[str, Any]:

@@ -9,10 +9,12 @@ from benchmarks.report import write_results
 
 NAMES = {
     "a": "(a) raw consume ceiling: kafka-python poll + orjson decode",
+    "a_confluent": "(a') raw consume ceiling, kafka.client=confluent: its source's poll + orjson",
     "a_defaults": "(a) again, kafka-python fetch defaults (500 ms fetch wait, 1 MiB)",
     "b": "(b) per-event loop: kafka-python + river, one HSET, commit per poll",
     "c": "(c) the same job as a Quix Streams app",
     "d": "(d) streamlearn, default fraud configuration",
+    "d_confluent": "(d') streamlearn, kafka.client=confluent",
     "d_size1": "(d) at batch size 1 (min_size = max_size = 1)",
     "e": "(e) latency floor: decode + one HSET per event, no model",
 }
@@ -150,6 +152,7 @@ def markdown(results: dict[str, Any]) -> str:
         ),
         "",
         *_variants_table(results),
+        *_confluent(results),
         *_steady_table(results["steady"], results["target_ms"]),
         *_memory_table(results["memory"]),
         *_profile(results["profile"]),
@@ -215,6 +218,64 @@ def _variants_table(results: dict[str, Any]) -> list[str]:
     if c.get("commit"):
         lines += ["", f"(c) quixstreams {c.get('quixstreams')}; {c['commit']}."]
     return [*lines, ""]
+
+
+def confluent_ratios(results: dict[str, Any]) -> dict[str, float | None]:
+    """(d') (``kafka.client: confluent``) against (d), (a), (b), (c), and (a') against (a).
+
+    >>> r = {"variants": {"a": {"events_per_s": 100.0}, "a_confluent": {"events_per_s": 150.0},
+    ...      "b": {"events_per_s": 10.0}, "c": {"skipped": "x"}, "d": {"events_per_s": 50.0},
+    ...      "d_confluent": {"events_per_s": 60.0}}}
+    >>> confluent_ratios(r)  # doctest: +NORMALIZE_WHITESPACE
+    {"(d')/(d)": 1.2, "(d')/(a)": 0.6, "(d')/(a')": 0.4, "(d')/(b)": 6.0, "(d')/(c)": None,
+     "(a')/(a)": 1.5}
+    """
+    rate = {k: _rate(results, k) for k in ("a", "a_confluent", "b", "c", "d", "d_confluent")}
+    dc = rate["d_confluent"]
+    pairs = {
+        "(d')/(d)": (dc, rate["d"]),
+        "(d')/(a)": (dc, rate["a"]),
+        "(d')/(a')": (dc, rate["a_confluent"]),
+        "(d')/(b)": (dc, rate["b"]),
+        "(d')/(c)": (dc, rate["c"]),
+        "(a')/(a)": (rate["a_confluent"], rate["a"]),
+    }
+    out: dict[str, float | None] = {}
+    for name, (x, y) in pairs.items():
+        r = _ratio(x, y)
+        out[name] = None if r is None else round(r, 3)
+    return out
+
+
+def _confluent(results: dict[str, Any]) -> list[str]:
+    v = results["variants"]
+    if "d_confluent" not in v:
+        return []
+    ratios = confluent_ratios(results)
+    d, dc = v.get("d", {}), v["d_confluent"]
+    lines = [
+        "## kafka.client=confluent (librdkafka) against kafka-python",
+        "",
+        "(d') is (d) with `kafka.client: confluent`; the two alternate run by run. (a') polls "
+        "through the engine's ConfluentSource into columns, 5 000 records at a time.",
+        "",
+        "| ratio | value |",
+        "|---|---:|",
+        *(f"| {k} | {_fmt(x)} |" for k, x in ratios.items()),
+        "",
+    ]
+    if d.get("stage_us_per_event") and dc.get("stage_us_per_event"):
+        lines += [
+            "Stage µs per event (engine hooks), (d) vs (d'): "
+            + ", ".join(
+                f"{k} {d['stage_us_per_event'].get(k)} vs {x}"
+                for k, x in dc["stage_us_per_event"].items()
+            )
+            + f"; mean batch {d.get('mean_batch')} vs {dc.get('mean_batch')}; RSS peak "
+            f"{d.get('rss_peak_mb')} vs {dc.get('rss_peak_mb')} MiB.",
+            "",
+        ]
+    return lines
 
 
 def _pct(x: float | None) -> str:
