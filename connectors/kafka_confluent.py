@@ -168,6 +168,9 @@ class ConfluentSource:
             # may hold a fetch this long (Tansu always does).
             "max.partition.fetch.bytes": 4 * 1024 * 1024,
             "fetch.wait.max.ms": fetch_max_wait_ms,
+            # librdkafka prefetches in the background; bound it (default 64 MiB) so memory stays
+            # near kafka-python's: 16 MiB is still many batches ahead.
+            "queued.max.messages.kbytes": 16 * 1024,
             "enable.partition.eof": False,
             "error_cb": self._on_error,
             **librdkafka_security(self.security),
