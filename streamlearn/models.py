@@ -13,11 +13,15 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from streamlearn import sgd_fast
 from streamlearn.config import ModelConfig
 from streamlearn.errors import ModelError
 from streamlearn.features import FeatureBatch
 from streamlearn.reasons import affine_reasons, matrix_reasons
 from streamlearn.scaling import OnlineStandardScaler
+
+# Batches of at most this many rows skip scikit-learn's per-call checks (streamlearn.sgd_fast).
+FAST_ROWS = 64
 
 
 class BatchModel(Protocol):
@@ -128,6 +132,8 @@ class SklearnModel:
         if not self._fitted or len(features) == 0:
             return np.full(len(features), self.prior)
         x = self._inputs(features.matrix)
+        if len(x) <= FAST_ROWS and sgd_fast.supported(self.estimator):
+            return sgd_fast.predict_positive(self.estimator, x)
         if hasattr(self.estimator, "predict_proba"):
             proba = self.estimator.predict_proba(x)
             return np.asarray(proba[:, list(self.estimator.classes_).index(1)], dtype=np.float64)
@@ -143,9 +149,11 @@ class SklearnModel:
         matrix = features.matrix if labelled.all() else features.matrix[labelled]
         if self.scaler is not None:
             self.scaler.learn(matrix)
-        self.estimator.partial_fit(
-            self._inputs(matrix), y[labelled].astype(np.int64), classes=[0, 1]
-        )
+        x, target = self._inputs(matrix), y[labelled].astype(np.int64)
+        if n <= FAST_ROWS and sgd_fast.supported(self.estimator):
+            sgd_fast.partial_fit(self.estimator, x, target)  # same step, without the checks
+        else:
+            self.estimator.partial_fit(x, target, classes=[0, 1])
         self._fitted = True
         self.version += 1
         return n
