@@ -104,6 +104,8 @@ class KafkaSink:
             message = self._unsent[0]
             self._pending.append((self._send(message), message))
             self._unsent.pop(0)
+        if not self._pending:
+            return  # nothing queued since the last flush: no round trip to the sender thread
         # A timeout is reported below, with how many messages are still waiting.
         with suppress(KafkaTimeoutError):
             self.producer.flush(timeout=timeout_s)

@@ -28,6 +28,8 @@ from streamlearn.tasks.base import Scored, Task
 
 log = logging.getLogger(__name__)
 
+PREFETCH = 64  # messages asked for when the buffer is empty, whatever the batch size
+
 
 class Source(Protocol):
     """Where messages come from; offsets are committed explicitly."""
@@ -188,6 +190,10 @@ class PipelineRunner:
         if self._buffer.nbytes >= self.batcher.settings.max_buffered_bytes:
             return  # bounded memory: the loop processes what is buffered before taking more
         room = self.batcher.room(buffered)
+        if buffered == 0:
+            # Tiny batches: fetch a few ahead, so one poll's fixed cost (a hand-off to the
+            # client's network thread) is shared by several batches rather than paid by each.
+            room = max(room, min(PREFETCH, self.batcher.settings.max_buffered_events))
         if max_events is not None:
             room = min(room, max_events - self.stats.consumed)
         if room <= 0:
