@@ -36,35 +36,21 @@ from typing import Any
 from benchmarks.load import LoadGenerator
 from benchmarks.report import machine_info
 from benchmarks.roles_measure import (
-    StalenessSampler,
     Watched,
     counted,
-    counters,
     served_auc,
     served_from_examples,
     served_from_predictions,
-    staleness_summary,
     watch,
 )
 from benchmarks.roles_report import report, targets
-from benchmarks.roles_run import (
-    RoleProcess,
-    Setup,
-    cpu_seconds,
-    metric,
-    stop_all,
-    wait_until,
-)
+from benchmarks.roles_run import RoleProcess, Setup, cpu_seconds, metric, stop_all
+from benchmarks.roles_steady import PARTITIONS, PUBLISH_INTERVAL_MS, SteadyRuns, say
 from connectors.embedded import EmbeddedBroker, EmbeddedRedis
 from connectors.kafka import ensure_topics, read_all
 
 RESULTS = Path(__file__).parent / "results"
 SEED = 10
-PARTITIONS = 4
-PUBLISH_INTERVAL_MS = 1000.0  # the default roles.publish_interval_ms
-WARMUP_S = 3.0  # staleness samples this soon after sending began show the idle time before
-IDLE_S = 3.0  # idle CPU measured over this long before sending
-_LATENCY = "streamlearn_event_latency_seconds"
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,7 +82,7 @@ QUICK = Plan(16_000, 2_000.0)
 def main(argv: list[str] | None = None) -> None:
     """Parse the command line and run the benchmark."""
     parser = argparse.ArgumentParser(prog="python -m benchmarks.roles", description=__doc__)
-    parser.add_argument("--quick", action="store_true", help="16 000 events, under 2 minutes")
+    parser.add_argument("--quick", action="store_true", help="16 000 events, ~2 minutes")
     parser.add_argument("--rate", type=float, help="the steady rate, events/s")
     parser.add_argument("--out", type=Path, default=RESULTS, help="where results are written")
     args = parser.parse_args(argv)
@@ -150,7 +136,7 @@ def run(plan: Plan, quick: bool) -> dict[str, Any]:
     return results
 
 
-class _Bench:
+class _Bench(SteadyRuns):
     def __init__(
         self,
         bootstrap: str,
@@ -184,7 +170,7 @@ class _Bench:
         broker_cpu = cpu_seconds(self.services["broker"]) if self.services["broker"] else 0.0
         produced = self.load.produce(self.topic, [(None, 0.0)], unpaced_events=n)
         ingest = cpu_seconds(self.services["broker"]) - broker_cpu if self.services["broker"] else 0
-        _say(f"backlog: {produced.events:,} events in {produced.seconds:.1f} s")
+        say(f"backlog: {produced.events:,} events in {produced.seconds:.1f} s")
         return {
             "topic": self.topic,
             "events": produced.events,
@@ -223,7 +209,7 @@ class _Bench:
         figures = _figures(watched, self.plan.events)
         served = served_from_examples(r.value for r in self.read(setup.learn_topic, figures))
         figures["served_from_learn_topic"] = served_auc(served, self.labels, self.order)
-        _say(_line(f"({name}) {scorers} scorer(s) + learner", figures))
+        say(_line(f"({name}) {scorers} scorer(s) + learner", figures))
         return figures
 
     def learner_alone(self, learn_topic: str) -> dict[str, Any]:
@@ -237,7 +223,7 @@ class _Bench:
         finally:
             learner.stop()
         figures["events_per_s"] = figures["rates"]["learned"]
-        _say(_line("learner alone", figures))
+        say(_line("learner alone", figures))
         return figures
 
     def scorer_alone(self, prefix: str) -> dict[str, Any]:
@@ -251,7 +237,7 @@ class _Bench:
         finally:
             scorer.stop()
         figures["events_per_s"] = figures["rates"]["scored"]
-        _say(_line("scorer alone", figures))
+        say(_line("scorer alone", figures))
         return figures
 
     def single_backlog(self) -> dict[str, Any]:
@@ -271,106 +257,8 @@ class _Bench:
         figures["served"] = served_auc(
             served_from_predictions(r.value for r in records), self.labels, self.order
         )
-        _say(_line("single process (--role all)", figures))
+        say(_line("single process (--role all)", figures))
         return figures
-
-    def steady(self, scorers: int) -> dict[str, Any]:
-        """The stream sent at the steady rate to a fresh topic: ``scorers`` + learner, or
-        (``scorers == 0``) the single process; staleness sampled, served AUC read back."""
-        kind = "split" if scorers else "all"
-        topic = f"roles-steady-{kind}"
-        ensure_topics(self.bootstrap, [topic], partitions=PARTITIONS)
-        setup = self.setup(f"steady-{kind}", topic=topic, predictions_topic=f"{topic}-predictions")
-        procs: list[RoleProcess] = []
-        front: list[RoleProcess] = []
-        sampler = StalenessSampler(front)
-        try:
-            if scorers:
-                procs.append(self.process("steady-learner", "learner", setup).start())
-                wait_until(procs[0].ready, 90, "the learner", *procs)
-                names = [f"steady-scorer-{i + 1}" for i in range(scorers)]
-            else:
-                names = ["steady-all"]
-            front += [
-                self.process(name, "all" if not scorers else "scorer", setup) for name in names
-            ]
-            procs += [p.start() for p in front]
-            wait_until(lambda: all(p.ready() for p in procs), 90, "every process ready", *procs)
-            figures = self.send_steady(topic, procs, front, sampler if scorers else None)
-        finally:
-            sampler.halt.set()
-            stop_all(procs)
-        records = self.read(f"{topic}-predictions", figures)
-        served = served_from_predictions(r.value for r in records)
-        figures["served"] = served_auc(served, self.labels, self.order)
-        if scorers:
-            examples = self.read(setup.learn_topic, figures)
-            served = served_from_examples(r.value for r in examples)
-            figures["served_from_learn_topic"] = served_auc(served, self.labels, self.order)
-            figures["staleness"] = staleness_summary(sampler.samples, PUBLISH_INTERVAL_MS, WARMUP_S)
-        _say(
-            f"steady {kind} at {figures['offered_rate']:,.0f} ev/s: AUC {figures['served']['auc']}"
-            f", within 100 ms {figures['within_100ms']}, {figures['total_cpu_us_per_event']} µs/ev"
-            + (f", staleness {figures['staleness']['steady']}" if scorers else "")
-        )
-        return figures
-
-    def send_steady(
-        self,
-        topic: str,
-        procs: list[RoleProcess],
-        front: list[RoleProcess],
-        sampler: StalenessSampler | None,
-    ) -> dict[str, Any]:
-        """Idle CPU over ``IDLE_S``, then the stream at the steady rate until all is learned."""
-        time.sleep(1.0)  # a rebalance after the last join settles
-        idle_cpu, idle_services = self.cpu(procs)
-        time.sleep(IDLE_S)
-        cpu, services = self.cpu(procs)
-        idle = {k: round((cpu[k] - idle_cpu[k]) / IDLE_S, 3) for k in cpu}
-        idle.update({k: round((services[k] - idle_services[k]) / IDLE_S, 3) for k in services})
-        if sampler is not None:
-            sampler.start()
-        produced = self.load.produce(topic, [(self.plan.steady_rate, self.plan.steady_s)])
-        if sampler is not None:
-            sampler.halt.set()
-        sent_at, n = time.monotonic(), produced.events
-        learners = [p for p in procs if p.role != "scorer"]
-        wait_until(
-            lambda: (
-                counted("predictions", front, n)({p.name: p.metrics() for p in front})
-                and counted("learned", learners, n)({p.name: p.metrics() for p in learners})
-            ),
-            60,
-            "everything sent to be scored and learned",
-            *procs,
-        )
-        drained_s = time.monotonic() - sent_at
-        cpu_end, services_end = self.cpu(procs)
-        final = {p.name: p.metrics() for p in procs}
-        within = sum(metric(final[p.name], _LATENCY + "_bucket", le="0.1") for p in front)
-        count = sum(metric(final[p.name], _LATENCY + "_count") for p in front)
-        return {
-            "rate": self.plan.steady_rate,
-            "offered_rate": round(produced.rate, 1),
-            "events": n,
-            "drained_after_send_s": round(drained_s, 2),
-            "within_100ms": round(within / count, 4) if count else None,
-            "idle_cores": idle,
-            "cpu_us_per_event": {k: round((v - cpu[k]) / n * 1e6, 2) for k, v in cpu_end.items()},
-            "total_cpu_us_per_event": round(
-                sum(cpu_end.values()) / n * 1e6 - sum(cpu.values()) / n * 1e6, 2
-            ),
-            "services_us_per_event": {
-                k: round((v - services[k]) / n * 1e6, 2) for k, v in services_end.items()
-            },
-            "processes": {name: counters(samples) for name, samples in final.items()},
-        }
-
-    def cpu(self, procs: list[RoleProcess]) -> tuple[dict[str, float], dict[str, float]]:
-        """CPU seconds so far of each process, and of each service."""
-        services = {k: cpu_seconds(pid) if pid else 0.0 for k, pid in self.services.items()}
-        return {p.name: p.cpu() for p in procs}, services
 
     def read(self, topic: str, figures: dict[str, Any]) -> list[Any]:
         """Every record of ``topic``; the bytes per event go into ``figures``."""
@@ -428,10 +316,6 @@ def _line(name: str, f: dict[str, Any]) -> str:
         f"{name}: {f['total_cpu_us_per_event']:.1f} µs/event CPU "
         f"{f['role_cpu_us_per_event']} services {f['services_us_per_event']}; {rates}"
     )
-
-
-def _say(text: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {text}", flush=True)
 
 
 if __name__ == "__main__":
