@@ -660,3 +660,12 @@ def test_reading_model_requests_between_batches_is_reported_busy_then_done() -> 
     reported = r.hooks.args("on_busy")
     assert reported[-1] == ("fraud", None)
     assert all(a[1] is None for a in reported[1::2]), "every busy report is followed by done"
+
+
+def test_batches_of_one_share_a_poll_and_each_is_written_learned_and_committed() -> None:
+    r = rig(fraud_values(200), size=1)
+    stats = r.run()
+    assert stats.predicted == 200 and stats.batches == 200
+    assert r.batch_sizes() == [1] * 200
+    assert r.source._polls <= 200 / 64 + 3, "one poll per batch: the prefetch did not happen"
+    assert merged(r.source.commits) == last_offsets(r.source.all)
