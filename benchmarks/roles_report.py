@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.report import write_results
+from streamlearn.config import RolesConfig
 
 SCALE = (1, 2, 4, 8, 16)
 
@@ -113,7 +114,8 @@ def markdown(results: dict[str, Any]) -> str:
         f"Stream: {plan['events']:,} fraud events (seed {plan['seed']}, pattern change at "
         f"{plan['drift_at']:,}, label inline), {plan['partitions']} partitions; processes are "
         "`python -m streamlearn run CONFIG --role ROLE` with the fraud example's configuration "
-        f"(publish interval {results['publish_interval_ms']:.0f} ms, check interval 100 ms). "
+        f"(publish interval {results['publish_interval_ms']:.0f} ms, check interval "
+        f"{RolesConfig().check_interval_ms} ms). "
         "One broker (Tansu) and one Redis; all on this machine.",
         "",
         *_targets(results),

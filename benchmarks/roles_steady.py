@@ -19,9 +19,10 @@ from benchmarks.roles_measure import (
 )
 from benchmarks.roles_run import RoleProcess, Setup, cpu_seconds, metric, stop_all, wait_until
 from connectors.kafka import ensure_topics
+from streamlearn.config import RolesConfig
 
 PARTITIONS = 4
-PUBLISH_INTERVAL_MS = 1000.0  # the default roles.publish_interval_ms
+PUBLISH_INTERVAL_MS = float(RolesConfig().publish_interval_ms)  # the default
 WARMUP_S = 3.0  # staleness samples this soon after sending began show the idle time before
 IDLE_S = 3.0  # idle CPU measured over this long before sending
 _LATENCY = "streamlearn_event_latency_seconds"

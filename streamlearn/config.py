@@ -211,8 +211,8 @@ class RolesConfig(_Strict):
     """
 
     learn_topic: str | None = None
-    publish_interval_ms: int = Field(default=1000, ge=10)
-    check_interval_ms: int = Field(default=100, ge=1)
+    publish_interval_ms: int = Field(default=250, ge=10)
+    check_interval_ms: int = Field(default=50, ge=1)
     keep_versions: int = Field(default=5, ge=2, le=1000)
 
 
