@@ -137,6 +137,7 @@ def run(plan: Plan, quick: bool, steady: bool = True) -> dict[str, Any]:
     }
     results["targets"] = targets(results)
     results["confluent"] = confluent_ratios(results)
+    results["confluent_kafka"] = _confluent_version()
     return results
 
 
@@ -302,6 +303,17 @@ class _Bench:
         )
         _say(_line("d memory", figures) + f" rss {figures['rss_marks']}")
         return {"backlog": produced, **figures}
+
+
+def _confluent_version() -> str | None:
+    """confluent-kafka's version and its librdkafka's, if installed."""
+    try:
+        import confluent_kafka
+    except ImportError:
+        return None
+    version: Any = confluent_kafka.version()  # a string, or (string, int) in older releases
+    version = version[0] if isinstance(version, tuple) else version
+    return f"{version} (librdkafka {confluent_kafka.libversion()[0]})"
 
 
 def _median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:

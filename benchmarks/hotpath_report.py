@@ -257,7 +257,8 @@ def _confluent(results: dict[str, Any]) -> list[str]:
         "## kafka.client=confluent (librdkafka) against kafka-python",
         "",
         "(d') is (d) with `kafka.client: confluent`; the two alternate run by run. (a') polls "
-        "through the engine's ConfluentSource into columns, 5 000 records at a time.",
+        "through the engine's ConfluentSource into columns, 5 000 records at a time. "
+        f"confluent-kafka {results.get('confluent_kafka') or '(version not recorded)'}.",
         "",
         "| ratio | value |",
         "|---|---:|",
