@@ -98,7 +98,7 @@ class App:
             for runner in self.runners:
                 # Leaving the group revokes its partitions; everything learned was settled
                 # (or, after a failure, must not be committed), so the revoke hook is off.
-                if isinstance(runner.source, KafkaSource):
+                if hasattr(runner.source, "on_revoke"):  # either Kafka client's source
                     runner.source.on_revoke = None
                 runner.source.close()
                 runner.outputs.close()
