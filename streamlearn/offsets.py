@@ -146,6 +146,10 @@ class OffsetLedger:
             self._fresh.add(tp)
             if tp in self.learned_offsets:
                 seeks[tp] = self.learned_offsets[tp]
+                if self.learned_offsets[tp] > self.committed.get(tp, -1):
+                    # Learned (and maybe checkpointed) while it was away or before it left, but
+                    # never committed: the next settle commits it even if nothing more comes.
+                    self._uncommitted = True
             else:
                 self._unresolved.add(tp)
         if seeks:

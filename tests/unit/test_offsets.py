@@ -213,3 +213,21 @@ def test_commits_move_forward_and_never_pass_a_saved_checkpoint(ops: list[Any]) 
                 assert o > last.get(tp, -1)
                 assert o <= saved_so_far[tp]
                 last[tp] = o
+
+
+def test_a_partition_back_with_nothing_left_to_learn_is_still_committed() -> None:
+    # Seen in the rebalance storm: the last checkpoint was saved as the partition was taken
+    # away (its commit deferred), it came back with the stream already learned, and no commit
+    # ever followed, so the group stayed half a stream behind the checkpoint.
+    led, source, saves = ledger()
+    saves.due = True
+    led.learned(led.begin({T1: 10}), count=10)
+    led.revoked([T1])
+    led.settle()
+    assert source.group.get(T1) is None  # not owned: not committed
+    led.assigned([T1])
+    led.resolve({})
+    assert led.pending
+    led.settle()  # idle: nothing new was learned
+    assert source.group[T1] == 10
+    assert not led.pending
