@@ -1,6 +1,7 @@
 """The composition root: builds sources, pipelines, outputs and metrics from a configuration.
 
-This and the CLI are the only parts of ``streamlearn`` that import ``connectors``. ``App.run``
+This (with :mod:`streamlearn.app_roles`, its scale-out half) and the CLI are the only parts of
+``streamlearn`` that import ``connectors``. ``App.run``
 runs every pipeline on its own thread until stopped, then shuts them down cleanly.
 """
 
@@ -19,16 +20,16 @@ from redis import Redis
 
 from connectors.kafka import KafkaSink, KafkaSource, ensure_topics, wait_for_broker
 from connectors.metrics_server import MetricsServer
-from connectors.outputs import BatchOutputs, LearnerOutputs
+from connectors.outputs import BatchOutputs
 from connectors.prometheus import PrometheusHooks
 from connectors.recommendation_outputs import RecommendationOutputs
 from connectors.redis_aggregates import AggregateStore
 from connectors.redis_checkpoints import RedisCheckpointStore
 from connectors.redis_labels import RedisLabelStore
-from connectors.redis_lock import PipelineTaken, ReplicaLock
-from connectors.redis_models import RedisModelBoard
+from connectors.redis_lock import ReplicaLock
 from connectors.redis_recs import RecommendationStore
 from connectors.redis_store import PredictionStore, connect
+from streamlearn.app_roles import role_runner
 from streamlearn.batching import AdaptiveBatcher
 from streamlearn.checkpoint import Checkpoint, Checkpointer, ModelRequests, model_identity
 from streamlearn.config import (
@@ -37,15 +38,12 @@ from streamlearn.config import (
     RecommendationPipelineConfig,
     checkpoint_key,
 )
-from streamlearn.errors import ConfigError, StreamlearnError
+from streamlearn.errors import StreamlearnError
 from streamlearn.health import HealthMonitor
 from streamlearn.hooks import FanOutHooks, PipelineHooks
-from streamlearn.roles.publication import ModelFollower, ModelPublisher
-from streamlearn.roles.tasks import LearnerTask, ScorerTask
 from streamlearn.runner import PipelineRunner, RunStats
 from streamlearn.state_cache import CachedStateStore
 from streamlearn.tasks import Task, build_task
-from streamlearn.tasks.classification import ClassificationTask
 from streamlearn.tasks.entity_features import StateStore
 
 log = logging.getLogger(__name__)
@@ -192,85 +190,7 @@ class App:
     def _role_runner(
         self, config: PipelineCommon, task: Task, client: Redis, readiness: Readiness
     ) -> PipelineRunner:
-        if not isinstance(task, ClassificationTask):
-            raise ConfigError(
-                f"pipelines.{config.name}: --role {self.role} is built for classification "
-                f"pipelines; a {config.task} pipeline runs as one process (--role all)"
-            )
-        prefix, key = self.config.redis.prefix, checkpoint_key()
-        batcher = AdaptiveBatcher(config.batching)
-        settings = config.roles
-        checkpointer = restored = requests = None
-        if self.role == "scorer":
-            follower = ModelFollower(
-                RedisModelBoard(client, prefix, config.name),
-                settings.check_interval_ms / 1000,
-                key=key,
-            )
-
-            def served(staleness_s: float) -> None:
-                self.hooks.on_model_staleness(config.name, staleness_s)
-                self.hooks.on_model_version(config.name, task.model_version)
-
-            scorer = ScorerTask(task, follower, served)
-            states = self._entity_states(config, task, client)  # written with every batch
-            outputs: Any = self._outputs(config, client, states)
-            outputs.learn_topic, outputs.examples = config.learn_topic, scorer.examples_messages
-            pipeline: Task = scorer
-            fence: Callable[[], None] = _unfenced
-        else:
-            lock = self._learner_lock(client, config)
-            board = RedisModelBoard(client, prefix, config.name, fence=lambda: lock.value)
-            publisher = ModelPublisher(
-                board, settings.publish_interval_ms / 1000, key=key, keep=settings.keep_versions
-            )
-            learner = LearnerTask(task, publisher)
-            checkpointer, restored, requests = self._restore(config, learner, batcher, client, lock)
-            learner.publish(force=True)  # scorers serve nothing before the learner's model
-            outputs = LearnerOutputs(config.name, self._producer(config), config.dead_letter_topic)
-            pipeline, fence = learner, lock.check
-        try:
-            source = self._source(config)
-        except BaseException:
-            outputs.close()
-            raise
-        runner = PipelineRunner(
-            pipeline,
-            source,
-            outputs,
-            batcher,
-            self.hooks,
-            checkpointer=checkpointer,
-            restored=restored,
-            on_ready=lambda ready: readiness.set(config.name, ready),
-            requests=requests,
-            fence=fence,
-        )
-        source.on_assign = runner.assigned
-        source.on_revoke = runner.revoke
-        if isinstance(getattr(outputs, "states", None), CachedStateStore):
-            _also_on_moves(source, outputs.states.moved)
-        return runner
-
-    def _learner_lock(self, client: Redis, config: PipelineCommon) -> ReplicaLock:
-        """The pipeline's lock; while another learner holds it, wait as its standby."""
-        prefix, ttl_s = self.config.redis.prefix, config.checkpoint.lock_ttl_s
-        lock = ReplicaLock(client, prefix, config.name, ttl_s)
-        announced = False
-        while True:
-            try:
-                lock.acquire()
-                break
-            except PipelineTaken as exc:
-                if self.stop.is_set():
-                    raise
-                if not announced:
-                    log.warning("%s: standby learner (%s); waiting to take over", config.name, exc)
-                    announced = True
-        if announced:
-            log.warning("%s: this standby is now the learner", config.name)
-        self._locks.append(lock)
-        return lock
+        return role_runner(self, config, task, client, readiness)
 
     def _source(self, config: PipelineCommon) -> KafkaSource:
         kafka = self.config.kafka
@@ -482,10 +402,6 @@ class Readiness:
                 self.not_ready.add(pipeline)
             self.hooks.on_pipeline_ready(pipeline, ready)
             self.hooks.on_ready(not self.not_ready)
-
-
-def _unfenced() -> None:
-    """Scorers hold no lock: nothing can fence them."""
 
 
 def _failure(exc: BaseException) -> str:
