@@ -103,6 +103,7 @@ def test_two_scorers_and_a_learner_lose_nothing_and_learn_each_event_once(
         assert outcome.unpredicted == [], f"{len(outcome.unpredicted)} entities unpredicted"
         assert outcome.learned == len(stream.events), "not each event learned exactly once"
         assert not outcome.missing_dead_letters
+        assert outcome.miscounted == [], "a card's aggregate does not count each event once"
         assert served and served <= published, f"unpublished versions served: {served - published}"
         assert len(served) > 1, "the scorers never picked up a newer model"
         assert "standby learner" in standby_log and "now the learner" in standby_log
