@@ -164,6 +164,28 @@ class App:
             states.write_behind = True
             checkpointer.before_save = states.flush
         outputs = self._outputs(config, client, states)
+        return self._wire(
+            config,
+            pipeline,
+            outputs,
+            batcher,
+            readiness,
+            checkpointer=checkpointer,
+            restored=restored,
+            requests=requests,
+            fence=lock.check,
+        )
+
+    def _wire(
+        self,
+        config: PipelineCommon,
+        pipeline: Task,
+        outputs: Any,
+        batcher: AdaptiveBatcher,
+        readiness: Readiness,
+        **runner_options: Any,
+    ) -> PipelineRunner:
+        """Open the pipeline's source and join it, the task and its outputs in a runner."""
         try:
             source = self._source(config)
         except BaseException:
@@ -175,16 +197,14 @@ class App:
             outputs,
             batcher,
             self.hooks,
-            checkpointer=checkpointer,
-            restored=restored,
             on_ready=lambda ready: readiness.set(config.name, ready),
-            requests=requests,
-            fence=lock.check,
+            **runner_options,
         )
         source.on_assign = runner.assigned
         source.on_revoke = runner.revoke
-        if isinstance(outputs.states, CachedStateStore):
-            _also_on_moves(source, outputs.states.moved)
+        states = getattr(outputs, "states", None)
+        if isinstance(states, CachedStateStore):
+            _also_on_moves(source, states.moved)
         return runner
 
     def _role_runner(

@@ -20,7 +20,6 @@ from streamlearn.errors import ConfigError
 from streamlearn.roles.publication import ModelFollower, ModelPublisher
 from streamlearn.roles.tasks import LearnerTask, ScorerTask
 from streamlearn.runner import PipelineRunner
-from streamlearn.state_cache import CachedStateStore
 from streamlearn.tasks import Task
 from streamlearn.tasks.classification import ClassificationTask
 
@@ -34,8 +33,6 @@ def role_runner(
     app: App, config: PipelineCommon, task: Task, client: Redis, readiness: Readiness
 ) -> PipelineRunner:
     """The runner of a scorer or of the learner (``app.role``), wired to Kafka and Redis."""
-    from streamlearn.app import _also_on_moves  # the composition root, loaded by now
-
     if not isinstance(task, ClassificationTask):
         raise ConfigError(
             f"pipelines.{config.name}: --role {app.role} is built for classification "
@@ -73,28 +70,17 @@ def role_runner(
         learner.publish(force=True)  # scorers serve nothing before the learner's model
         outputs = LearnerOutputs(config.name, app._producer(config), config.dead_letter_topic)
         pipeline, fence = learner, lock.check
-    try:
-        source = app._source(config)
-    except BaseException:
-        outputs.close()
-        raise
-    runner = PipelineRunner(
+    return app._wire(
+        config,
         pipeline,
-        source,
         outputs,
         batcher,
-        app.hooks,
+        readiness,
         checkpointer=checkpointer,
         restored=restored,
-        on_ready=lambda ready: readiness.set(config.name, ready),
         requests=requests,
         fence=fence,
     )
-    source.on_assign = runner.assigned
-    source.on_revoke = runner.revoke
-    if isinstance(getattr(outputs, "states", None), CachedStateStore):
-        _also_on_moves(source, outputs.states.moved)
-    return runner
 
 
 def learner_lock(app: App, client: Redis, config: PipelineCommon) -> ReplicaLock:

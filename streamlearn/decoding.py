@@ -49,21 +49,26 @@ class DecodedBatch:
     def __len__(self) -> int:
         return len(self.event_ids)
 
+    def take(self, rows: list[int]) -> DecodedBatch:
+        """Only ``rows`` (positions in it, in order); the rejections stay as they are."""
+        return DecodedBatch(
+            index=self.index[rows],
+            event_ids=[self.event_ids[i] for i in rows],
+            entity_ids=[self.entity_ids[i] for i in rows],
+            timestamps_ms=self.timestamps_ms[rows],
+            numeric={k: v[rows] for k, v in self.numeric.items()},
+            categorical={k: [v[i] for i in rows] for k, v in self.categorical.items()},
+            targets=self.targets[rows],
+            rejected=list(self.rejected),
+        )
+
     def without(self, rejections: list[Rejection], rows: list[int]) -> DecodedBatch:
         """The batch less ``rows`` (positions in it), rejected for ``rejections``."""
         keep = np.ones(len(self), dtype=bool)
         keep[rows] = False
-        kept = np.flatnonzero(keep).tolist()
-        return DecodedBatch(
-            index=self.index[keep],
-            event_ids=[self.event_ids[i] for i in kept],
-            entity_ids=[self.entity_ids[i] for i in kept],
-            timestamps_ms=self.timestamps_ms[keep],
-            numeric={k: v[keep] for k, v in self.numeric.items()},
-            categorical={k: [v[i] for i in kept] for k, v in self.categorical.items()},
-            targets=self.targets[keep],
-            rejected=sorted([*self.rejected, *rejections], key=lambda r: r.index),
-        )
+        kept = self.take(np.flatnonzero(keep).tolist())
+        kept.rejected = sorted([*self.rejected, *rejections], key=lambda r: r.index)
+        return kept
 
 
 class EventDecoder:

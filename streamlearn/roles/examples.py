@@ -102,17 +102,9 @@ class Examples:
     def take(self, rows: np.ndarray) -> Examples:
         """Only ``rows`` (a boolean mask or positions); counts and delays stay with the whole."""
         picked = np.arange(len(self))[rows].tolist()
-        d = self.decoded
-        decoded = DecodedBatch(
-            index=np.arange(len(picked)),
-            event_ids=[d.event_ids[i] for i in picked],
-            entity_ids=[d.entity_ids[i] for i in picked],
-            timestamps_ms=d.timestamps_ms[picked],
-            numeric={k: v[picked] for k, v in d.numeric.items()},
-            categorical={k: [v[i] for i in picked] for k, v in d.categorical.items()},
-            targets=self.targets[picked],
-            rejected=[],
-        )
+        decoded = self.decoded.take(picked)
+        decoded.index = np.arange(len(picked))
+        decoded.targets, decoded.rejected = self.targets[picked], []
         return Examples(
             decoded=decoded,
             targets=decoded.targets,
