@@ -56,10 +56,12 @@ class _Second:
     def point(self) -> dict[str, Any]:
         """The second as a JSON-ready point; empty fields are left out."""
         point: dict[str, Any] = {"t": self.t}
-        for name in ("consumed", "predicted", "learned", "missed", "lag", "batch_size"):
+        for name in ("consumed", "predicted", "learned", "missed", "batch_size"):
             value = getattr(self, name)
             if value:
                 point[name] = value
+        if self.lag is not None:
+            point["lag"] = self.lag  # a lag of 0 is a measurement: the consumer is caught up
         if self.latencies:
             sample = np.concatenate(self.latencies) * 1000.0
             p50, p99 = np.percentile(sample, [50, 99])

@@ -26,6 +26,7 @@ from connectors.kafka import (
 )
 from streamlearn.app import App
 from streamlearn.generators.fraud import FraudGenerator
+from streamlearn.run_record import load_record
 from streamlearn.workloads import MALFORMED_SAMPLES
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -327,3 +328,10 @@ def test_demo_runs_end_to_end_and_leaves_a_report(tmp_path: Path) -> None:
     assert (summary["predicted"], summary["invalid"]) == (3000, 3)
     assert summary["p99_ms"] is not None and summary["events_per_s"] > 0
     assert "streamlearn query fraud" in result.stderr
+    # The run record and the HTML report land next to the JSON summary, made from this run.
+    record = load_record(tmp_path / "report-run.json")
+    assert record["pipelines"]["fraud"]["totals"]["predicted"] == 3000
+    page = (tmp_path / "report.html").read_text(encoding="utf-8")
+    assert "Prequential model score" in page and "Consumer lag" in page
+    assert "3,000 predictions" in page
+    assert page.count("<svg") >= 6

@@ -88,6 +88,17 @@ def test_record_keeps_one_point_per_second_with_its_figures(record: dict) -> Non
     assert fraud["totals"]["invalid"] == {"not_json": 9, "missing_field": 3}
 
 
+def test_a_caught_up_consumer_records_a_lag_of_zero_not_a_gap() -> None:
+    clock = Clock()
+    rec = RunRecorder({"fraud": ("classification", 100.0)}, clock=clock, wall=lambda: 1.8e9)
+    for second, behind in enumerate([40, 0, 0, 7]):
+        clock.now = float(second)
+        rec.on_lag("fraud", {0: behind, 1: 0})
+    clock.now = 4.0
+    points = rec.record()["pipelines"]["fraud"]["points"]
+    assert [p.get("lag") for p in points] == [40, 0, 0, 7]
+
+
 def test_record_marks_drift_replacement_and_checkpoints(record: dict) -> None:
     marks = record["pipelines"]["fraud"]["marks"]
     assert [m["t"] for m in marks if m["kind"] == "drift"] == [50.75]
@@ -271,7 +282,8 @@ def test_report_screenshot_in_headless_chromium(tmp_path: Path, record: dict) ->
             "--no-sandbox",
             "--disable-gpu",
             f"--screenshot={shot}",
-            "--window-size=1000,2400",
+            "--hide-scrollbars",
+            "--window-size=1000,3400",
             page.as_uri(),
         ],
         check=True,
