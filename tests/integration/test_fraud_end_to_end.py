@@ -208,6 +208,37 @@ def test_cli_run_stops_cleanly_on_sigterm(
     assert sum(committed.values()) == consumed
 
 
+def test_cli_run_records_the_run_and_report_draws_it(
+    tmp_path: Path, broker: str, redis_url: str, topic: str, workload: list[dict]
+) -> None:
+    path = fraud_config(tmp_path, topic, broker, redis_url, f"t{uuid.uuid4().hex[:6]}")
+    run_json, page = tmp_path / "RUN.json", tmp_path / "RUN.html"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    total = EVENTS + len(MALFORMED)
+    command = [sys.executable, "-m", "streamlearn"]
+    ran = subprocess.run(
+        [*command, "run", str(path), "--max-events", str(total), "--record", str(run_json)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert ran.returncode == 0, ran.stderr
+    record = load_record(run_json)
+    fraud = record["pipelines"]["fraud"]
+    assert fraud["totals"]["consumed"] == total
+    assert fraud["totals"]["predicted"] == EVENTS
+    assert sum(fraud["totals"]["invalid"].values()) == len(MALFORMED)
+    assert sum(p.get("predicted", 0) for p in fraud["points"]) == EVENTS
+    drawn = subprocess.run(
+        [*command, "report", str(run_json)], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert drawn.returncode == 0, drawn.stderr
+    html = page.read_text(encoding="utf-8")
+    assert f"wrote {EVENTS:,} predictions" in html
+    assert "Dead letters" in html and "Prequential model score" in html
+
+
 def run_expecting_a_clear_error(path: Path) -> str:
     """Run the CLI on a configuration that must fail at start-up; return its stderr."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
