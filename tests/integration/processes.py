@@ -348,26 +348,36 @@ def build_stream(events: int, malformed: int, seed: int) -> Stream:
     return Stream(valid, messages, keys)
 
 
-class Producer(threading.Thread):
-    """Writes a stream to a topic at a steady rate, spread over ``duration_s``."""
+@dataclass(frozen=True)
+class Record:
+    """One message to produce: where, its key and value, and its timestamp (None: now)."""
 
-    def __init__(self, broker: str, topic: str, stream: Stream, duration_s: float) -> None:
+    topic: str
+    key: bytes | None
+    value: bytes
+    timestamp_ms: int | None = None
+
+
+class RecordProducer(threading.Thread):
+    """Writes records, each to its own topic, at a steady rate spread over ``duration_s``."""
+
+    def __init__(self, broker: str, records: list[Record], duration_s: float) -> None:
         super().__init__(name="producer", daemon=True)
-        self.broker, self.topic, self.stream, self.duration_s = broker, topic, stream, duration_s
+        self.broker, self.records, self.duration_s = broker, records, duration_s
         self.error: BaseException | None = None
         self.finished_after_s: float | None = None
 
     def run(self) -> None:
         try:
-            messages = self.stream.messages
+            records = self.records
             started = time.monotonic()
             with KafkaSink(self.broker, client_id="crash-test-producer") as sink:
-                for i in range(0, len(messages), 100):
-                    wait = started + self.duration_s * i / len(messages) - time.monotonic()
+                for i in range(0, len(records), 100):
+                    wait = started + self.duration_s * i / len(records) - time.monotonic()
                     if wait > 0:
                         time.sleep(wait)
-                    for key, value in messages[i : i + 100]:
-                        sink.send(self.topic, value, key=key)
+                    for r in records[i : i + 100]:
+                        sink.send(r.topic, r.value, key=r.key, timestamp_ms=r.timestamp_ms)
                 sink.flush()
             self.finished_after_s = time.monotonic() - started
         except BaseException as error:
@@ -378,6 +388,15 @@ class Producer(threading.Thread):
         assert not self.is_alive(), "the producer did not finish"
         if self.error is not None:
             raise self.error
+
+
+class Producer(RecordProducer):
+    """Writes a stream to a topic at a steady rate, spread over ``duration_s``."""
+
+    def __init__(self, broker: str, topic: str, stream: Stream, duration_s: float) -> None:
+        records = [Record(topic, key, value) for key, value in stream.messages]
+        super().__init__(broker, records, duration_s)
+        self.topic, self.stream = topic, stream
 
 
 # ---------------------------------------------------------------------------------------------
@@ -399,11 +418,8 @@ def newest_checkpoint(config_path: Path) -> dict[str, Any]:
     return listed[0] if listed else {}
 
 
-def _covered(offsets: dict[tuple[str, int], int], topic: str, ends: dict[int, int]) -> bool:
-    return all(offsets.get((topic, p), 0) >= end for p, end in ends.items())
-
-
-def _checkpoint_offsets(checkpoint: dict[str, Any]) -> dict[tuple[str, int], int]:
+def checkpoint_offsets(checkpoint: dict[str, Any]) -> dict[tuple[str, int], int]:
+    """The offsets a checkpoint (as :func:`newest_checkpoint` returns it) learned up to."""
     return {(o["topic"], o["partition"]): o["offset"] for o in checkpoint.get("offsets", [])}
 
 
@@ -418,33 +434,46 @@ class Drain:
 
 
 def drain(
-    processor: Processor, broker: str, topic: str, group: str, timeout_s: float = 30.0
+    processor: Processor,
+    broker: str,
+    topic: str,
+    group: str,
+    timeout_s: float = 30.0,
+    also: tuple[str, ...] = (),
 ) -> Drain:
     """Wait until the running processor is ready and has covered every partition's end.
 
     Covered: the group's commits reach the ends, and either the newest checkpoint's offsets do
     too or this run reads at the end of every partition (consumer lag 0): where commits may
     run ahead of checkpoints, a restarted run may still have events to learn again.
+    ``also`` names more topics the processor reads (e.g. a labels topic), covered the same way.
     """
-    ends = end_offsets(broker, topic)
+    ends = {(t, p): end for t in (topic, *also) for p, end in end_offsets(broker, t).items()}
+    # The lag metric is per partition number, summed over topics.
+    numbers = len({p for _, p in ends})
     started = time.monotonic()
     deadline = started + timeout_s
     while not processor.ready() and processor.running and time.monotonic() < deadline:
         time.sleep(0.2)
     while processor.running and time.monotonic() < deadline:
-        if _covered(committed_offsets(broker, group), topic, ends) and (
-            processor.caught_up(len(ends))
-            or _covered(_checkpoint_offsets(newest_checkpoint(processor.config_path)), topic, ends)
+        if covers(committed_offsets(broker, group), ends) and (
+            processor.caught_up(numbers)
+            or covers(checkpoint_offsets(newest_checkpoint(processor.config_path)), ends)
         ):
             return Drain(time.monotonic() - started)
         time.sleep(0.5)
     committed = committed_offsets(broker, group)
-    saved = _checkpoint_offsets(newest_checkpoint(processor.config_path))
+    saved = checkpoint_offsets(newest_checkpoint(processor.config_path))
     return Drain(
         None,
-        uncommitted=sum(max(0, end - committed.get((topic, p), 0)) for p, end in ends.items()),
-        unsaved=sum(max(0, end - saved.get((topic, p), 0)) for p, end in ends.items()),
+        uncommitted=sum(max(0, end - committed.get(tp, 0)) for tp, end in ends.items()),
+        unsaved=sum(max(0, end - saved.get(tp, 0)) for tp, end in ends.items()),
     )
+
+
+def covers(offsets: dict[tuple[str, int], int], ends: dict[tuple[str, int], int]) -> bool:
+    """Whether ``offsets`` reach every ``(topic, partition)``'s end."""
+    return all(offsets.get(tp, 0) >= end for tp, end in ends.items())
 
 
 @dataclass
@@ -536,6 +565,59 @@ def aggregate_counts(
         list(range(len(entities))),
     )  # fmt: skip
     return dict(zip(entities, probe.features["events_seen"].tolist()))
+
+
+@dataclass(frozen=True)
+class PendingEntry:
+    """One ``{prefix}:{pipeline}:pending:{event_id}`` hash: its state (``w`` an event waiting
+    for its label, ``l`` a label waiting for its event, ``j`` joined), its fields, its PTTL."""
+
+    state: str
+    fields: dict[str, bytes]
+    ttl_ms: int  # -1: no TTL
+
+
+def pending_entries(
+    redis_url: str, prefix: str, pipeline: str = PIPELINE
+) -> tuple[dict[str, PendingEntry], int]:
+    """The pipeline's pending entries by event id, and how many early labels are indexed."""
+    client = redis.Redis.from_url(redis_url)
+    base = f"{prefix}:{pipeline}:pending:"
+    early = f"{base}early"
+    keys = [k for k in client.scan_iter(match=f"{base}*", count=1000) if k.decode() != early]
+    with client.pipeline(transaction=False) as pipe:
+        for key in keys:
+            pipe.hgetall(key)
+            pipe.pttl(key)
+        found = pipe.execute()
+    entries = {}
+    for key, fields, ttl in zip(keys, found[::2], found[1::2]):
+        if fields:  # gone between the scan and the read: expired
+            state = fields.get(b"st", b"").decode()
+            entries[key.decode()[len(base) :]] = PendingEntry(
+                state, {k.decode(): v for k, v in fields.items()}, int(ttl)
+            )
+    return entries, int(client.zcard(early))
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    """A message of a dead-letter topic: why, where it was read, its bytes."""
+
+    reason: str
+    source: str  # topic/partition/offset
+    value: bytes
+
+
+def dead_letters(broker: str, topic: str) -> list[DeadLetter]:
+    """Every message of the dead-letter topic ``topic``, in partition and offset order."""
+    out = []
+    for record in read_all(broker, topic, timeout_s=30):
+        headers = dict(record.headers)
+        out.append(
+            DeadLetter(headers["reason"].decode(), headers["source"].decode(), record.value or b"")
+        )
+    return out
 
 
 # ---------------------------------------------------------------------------------------------
