@@ -90,6 +90,10 @@ class PrometheusHooks(PipelineHooks):
             "Delayed labels that matched no event, by reason (dead-lettered).",
             "reason",
         )
+        self.too_late = counter(
+            "streamlearn_events_too_late",
+            "Events too late (event time) to be folded into their entity's aggregates; scored.",
+        )
         self.batch_size = gauge("streamlearn_batch_size", "The batcher's current target size.")
         self.lag = gauge("streamlearn_consumer_lag", "Messages behind, by partition.", "partition")
         self.model_score = gauge(
@@ -135,6 +139,9 @@ class PrometheusHooks(PipelineHooks):
 
     def on_labels_unmatched(self, pipeline: str, reason: str, n: int) -> None:  # noqa: D102
         self.labels_unmatched.labels(pipeline, reason).inc(n)
+
+    def on_too_late(self, pipeline: str, n: int) -> None:  # noqa: D102
+        self.too_late.labels(pipeline).inc(n)
 
     def on_label_delays(self, pipeline: str, delays_s: np.ndarray) -> None:  # noqa: D102
         self.label_delay.observe_many(pipeline, delays_s)

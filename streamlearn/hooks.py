@@ -32,6 +32,12 @@ class PipelineHooks:
     def on_labels_unmatched(self, pipeline: str, reason: str, n: int) -> None:
         """``n`` delayed labels matched no event for ``reason`` and were dead-lettered."""
 
+    def on_too_late(self, pipeline: str, n: int) -> None:
+        """``n`` events were too late for their entity's aggregates (scored, not folded in).
+
+        Too late is more than ``schema.allowed_lateness_s`` behind the entity's newest event.
+        """
+
     def on_label_delays(self, pipeline: str, delays_s: np.ndarray) -> None:
         """Delayed labels joined their events; each label's delay after its event, in seconds.
 

@@ -98,6 +98,7 @@ class _PipelineRecord:
             "drifts": 0,
             "replacements": 0,
             "checkpoints": 0,
+            "too_late": 0,
             "invalid": {},
             "unmatched": {},
             "batches": {},
@@ -242,6 +243,10 @@ class RunRecorder(PipelineHooks):
             record, second, _ = self._now(pipeline)
             _add(second.unmatched, reason, n)
             _add(record.totals["unmatched"], reason, n)
+
+    def on_too_late(self, pipeline: str, n: int) -> None:  # noqa: D102
+        with self._lock:
+            self._now(pipeline)[0].totals["too_late"] += n
 
     def on_label_delays(self, pipeline: str, delays_s: np.ndarray) -> None:  # noqa: D102
         with self._lock:

@@ -354,6 +354,8 @@ class PipelineRunner:
             hooks.on_target_missed(name, missed)
         for reason, count in Counter(r.reason for r in scored.rejected).items():
             hooks.on_invalid(name, reason, count)
+        if scored.too_late:
+            hooks.on_too_late(name, scored.too_late)
         self.stats.predicted += len(rows)
         self.stats.invalid += len(scored.rejected)
 

@@ -115,6 +115,8 @@ def _totals_table(data: Mapping[str, Any]) -> str:
         rows.append((f"dead-lettered: {reason}", f"{n:,}"))
     for reason, n in sorted(totals["unmatched"].items()):
         rows.append((f"labels unmatched: {reason}", f"{n:,}"))
+    if totals.get("too_late"):
+        rows.append(("events too late for their aggregates", f"{totals['too_late']:,}"))
     for metric, value in sorted((data.get("last_scores") or {}).items()):
         rows.append((f"last {metric_title(metric)}", f"{value:.4f}"))
     rows += [

@@ -91,6 +91,7 @@ class LearnBatch:
     model_version: int
     bad: list[Rejection] = field(default_factory=list)
     written: set[str] = field(default_factory=set)
+    too_late: int = 0  # the scorers computed the aggregates and counted these
 
     @property
     def rows(self) -> np.ndarray:

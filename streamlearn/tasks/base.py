@@ -24,6 +24,9 @@ class Scored(Protocol):
     model_version: int
     # Which outputs already landed, so a retried write resumes where it failed.
     written: set[str]
+    # Events scored but older (event time) than their entity's aggregate state allows
+    # (``schema.allowed_lateness_s``): they got features, their state was left as it was.
+    too_late: int
 
     @property
     def rows(self) -> np.ndarray:

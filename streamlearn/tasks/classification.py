@@ -54,6 +54,7 @@ class ScoredBatch:
     reasons: list[str] | None = None
     # Entities whose aggregate state this batch changed: saved before the commit.
     entity_states: dict[str, EntityState] | None = None
+    too_late: int = 0  # events too late for their entity's aggregates (scored all the same)
 
     @property
     def rejected(self) -> list[Rejection]:
@@ -136,9 +137,11 @@ class ClassificationTask:
             decoded = self.decoder.decode(raw.values)
         else:
             decoded, arrived, bad_labels = self.delayed.decode(raw)
-        changed = None
+        changed, too_late = None, 0
         if self.entity_features is not None:
+            before = self.entity_features.too_late
             changed = self.entity_features.add(raw, decoded)
+            too_late = self.entity_features.too_late - before
         features = self.featurizer.transform(decoded)
         # A model that diverged must not put NaN in front of the business: serve the prior.
         scores = np.nan_to_num(self.model.predict_proba(features), nan=0.5).clip(0.0, 1.0)
@@ -153,6 +156,7 @@ class ClassificationTask:
             arrived=arrived,
             label_rejected=bad_labels,
             entity_states=changed,
+            too_late=too_late,
         )
         if self.config.outputs.reasons:
             scored.reasons = explain(self.model, features)

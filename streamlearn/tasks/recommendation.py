@@ -56,6 +56,7 @@ class ServedBatch:
     model_version: int
     scored_at_ms: int
     written: set[str] = field(default_factory=set)
+    too_late: int = 0  # no per-entity aggregates: never any
 
     @property
     def rows(self) -> np.ndarray:

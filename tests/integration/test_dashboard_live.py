@@ -2,7 +2,8 @@
 
 One `App` runs three pipelines on the real broker and Redis: fraud with its labels inline (with
 malformed messages, a latency target every backlogged event misses, and a drift detector set to
-fire), fraud with its labels on their own topic (with duplicate labels), and recommendation.
+fire), fraud with its labels on their own topic (with duplicate labels, and an aggregate that
+some events come too late for), and recommendation.
 Prometheus scrapes the processor's `/metrics` while it runs; each panel's query, as Grafana sends
 it, must come back with data.
 """
@@ -55,6 +56,10 @@ def produce(broker: str, topic: str) -> list[dict[str, Any]]:
                 sink.send(f"{topic}-fraud", b"{not json", key)
             unlabelled = {k: v for k, v in event.items() if k != "is_fraud"}
             sink.send(f"{topic}-churn", orjson.dumps(unlabelled), key, None, event["ts"])
+            if i % 250 == 0:  # two hours behind its card's newest event: too late to count
+                late = {**unlabelled, "event_id": f"{event['event_id']}-late"}
+                late["ts"] = event["ts"] - 7_200_000
+                sink.send(f"{topic}-churn", orjson.dumps(late), key, None, late["ts"])
         for event in recommendation_events(EVENTS, seed=9, users=300, items=200):
             sink.send(f"{topic}-recs", orjson.dumps(event), event["user_id"].encode())
         sink.flush()
@@ -115,7 +120,11 @@ def settings(broker: str, redis_url: str, topic: str, port: int) -> dict[str, An
             {
                 "name": "churn",
                 "source": {"topic": f"{topic}-churn"},
-                "schema": {"features": FIELD_TYPES},
+                "schema": {
+                    "features": FIELD_TYPES,
+                    "aggregates": {"tx_1h": {"fn": "count", "window": "1h"}},
+                    "allowed_lateness_s": 60,
+                },
                 "model": FRAUD_MODEL,
                 "labels": {
                     "topic": f"{topic}-churn-labels",

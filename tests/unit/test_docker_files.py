@@ -80,6 +80,7 @@ def exercised_hooks() -> PrometheusHooks:
     hooks.on_model_version("churn", 4)
     hooks.on_labels_unmatched("churn", "past_horizon", 1)
     hooks.on_label_delays("churn", np.array([30 * 86_400.0]))
+    hooks.on_too_late("churn", 2)
     hooks.on_consumed("recs", 10)
     hooks.on_model_score("recs", {"hit_rate_at_10": 0.2, "ndcg_at_10": 0.1})
     return hooks

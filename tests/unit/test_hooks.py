@@ -64,6 +64,7 @@ def test_the_hook_set_is_the_documented_one() -> None:
         "on_ready",
         "on_stage",
         "on_target_missed",
+        "on_too_late",
     ]
 
 

@@ -75,6 +75,8 @@ def test_counters_add_up_per_pipeline_and_label(
     hooks.on_batch_closed("fraud", 32, "size")
     hooks.on_drift("fraud")
     hooks.on_drift("fraud")
+    hooks.on_too_late("churn", 3)
+    hooks.on_too_late("churn", 1)
 
     assert value(registry, "streamlearn_events_consumed_total", pipeline="fraud") == 150
     assert value(registry, "streamlearn_events_consumed_total", pipeline="churn") == 7
@@ -86,6 +88,7 @@ def test_counters_add_up_per_pipeline_and_label(
     assert value(registry, "streamlearn_batches_total", pipeline="fraud", trigger="size") == 2
     assert value(registry, "streamlearn_batches_total", pipeline="fraud", trigger="deadline") == 1
     assert value(registry, "streamlearn_drift_detected_total", pipeline="fraud") == 2
+    assert value(registry, "streamlearn_events_too_late_total", pipeline="churn") == 4
 
 
 def test_gauges_hold_the_latest_value(hooks: PrometheusHooks, registry: CollectorRegistry) -> None:

@@ -59,6 +59,7 @@ def simulated_run(seconds: int = 90) -> dict:
         if second % 20 == 15:
             rec.on_labels_unmatched("fraud", "past_horizon", 2)
         if second % 30 == 5:
+            rec.on_too_late("fraud", 2)
             rec.on_invalid("fraud", "not_json", 3)
             rec.on_invalid("fraud", "missing_field", 1)
     clock.now = float(seconds)
@@ -86,6 +87,7 @@ def test_record_keeps_one_point_per_second_with_its_figures(record: dict) -> Non
     assert fraud["points"][42]["p99_ms"] > 100  # the spike
     assert fraud["totals"]["consumed"] == 360_000
     assert fraud["totals"]["invalid"] == {"not_json": 9, "missing_field": 3}
+    assert fraud["totals"]["too_late"] == 6
 
 
 def test_a_caught_up_consumer_records_a_lag_of_zero_not_a_gap() -> None:
@@ -201,6 +203,7 @@ def test_report_has_every_section_and_one_image_per_plot(record: dict) -> None:
         "Checkpoint age",
     ]
     assert page.count("<figure>") == len(titles)
+    assert '<td>events too late for their aggregates</td><td class="n">6</td>' in page
 
 
 def test_report_is_self_contained(record: dict) -> None:

@@ -535,6 +535,34 @@ def test_stage_timings_and_batch_size_are_reported() -> None:
     assert r.hooks.total("on_learned") == 32
 
 
+def test_events_too_late_for_their_aggregates_are_scored_and_counted() -> None:
+    config = PipelineConfig.model_validate(
+        {
+            "name": "fraud",
+            "source": {"topic": "transactions"},
+            "schema": {
+                "target": "y",
+                "features": {"amount": "float"},
+                "aggregates": {"spend_1h": {"fn": "sum", "field": "amount", "window": "1h"}},
+                "allowed_lateness_s": 60,
+            },
+            "model": {"estimator": "river.linear_model.LogisticRegression"},
+        }
+    )
+    hour_ms = 3_600_000
+    # Card c's newest event is at 2 h; one at 0 h (2 h behind, lateness 60 s) and one at
+    # 1 h 59.5 min (30 s behind) come after it: only the first is too late.
+    times = [hour_ms, 2 * hour_ms, 0, 2 * hour_ms - 30_000, 2 * hour_ms + 1]
+    values: list[bytes | None] = [
+        orjson.dumps({"event_id": f"e{i}", "entity_id": "c", "ts": t, "amount": 1.0, "y": 0})
+        for i, t in enumerate(times)
+    ]
+    r = rig(values, size=1, pipeline=ClassificationTask(config, clock_ms=lambda: 0))
+    stats = r.run()
+    assert stats.predicted == 5
+    assert r.hooks.args("on_too_late") == [("fraud", 1)]
+
+
 def test_lag_is_reported_from_the_source() -> None:
     r = rig(list(fraud_values(40)), size=16, stop_when_drained=False)
     r.run(max_events=40)
