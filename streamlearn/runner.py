@@ -312,6 +312,7 @@ class PipelineRunner:
     def assigned(self, partitions: list[tuple[str, int]]) -> None:
         """Partitions were assigned: the ledger decides where each is read from."""
         self.ledger.assigned(partitions)
+        self.pipeline.assigned(partitions)
         self._assigned = True
         self._report_ready()
 

@@ -71,6 +71,10 @@ class ScorerTask:
     def describe(self) -> str:  # noqa: D102
         return f"scorer: {self.task.describe()}"
 
+    def assigned(self, partitions: list[tuple[str, int]]) -> None:
+        """The scorer's share of the events (and labels) partitions."""
+        self.task.assigned(partitions)
+
     def scores(self) -> dict[str, float]:
         """Scorers do not evaluate: the learner scores what they served."""
         return {}
@@ -160,6 +164,9 @@ class LearnerTask:
 
     def describe(self) -> str:  # noqa: D102
         return f"learner: {self.task.describe()}"
+
+    def assigned(self, partitions: list[tuple[str, int]]) -> None:
+        """The learn topic's partitions: the examples carry their own sources."""
 
     def scores(self) -> dict[str, float]:  # noqa: D102
         return self.task.scores()

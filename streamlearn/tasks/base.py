@@ -78,6 +78,10 @@ class Task(Protocol):
         """One line on what the pipeline does (``streamlearn check`` prints it)."""
         ...
 
+    def assigned(self, partitions: list[tuple[str, int]]) -> None:
+        """The source now reads these ``(topic, partition)`` (from the client's thread)."""
+        ...
+
     def scores(self) -> dict[str, float]:
         """The prequential metrics now, by name."""
         ...

@@ -124,6 +124,9 @@ class ClassificationTask:
         # them, so a partition that lags behind the others does not lose its labels.
         self.partition_times: dict[int, int] = {}
         self.watermark_ms = 0
+        # The events partitions this process reads (None until the source says). One assigned
+        # but not read yet holds the watermark back: its events may be far behind the others'.
+        self.events_partitions: frozenset[int] | None = None
 
     def fresh_model(self) -> BatchModel:
         """A new, untrained model as configured."""
@@ -167,16 +170,30 @@ class ClassificationTask:
             scored.watermark_ms = self.watermark_ms
         return scored
 
-    def _advance_watermark(self, raw: RawBatch, rows: np.ndarray, times_ms: np.ndarray) -> int:
-        """Event time up to which every events partition seen has got: the least of their maxima.
+    def assigned(self, partitions: list[tuple[str, int]]) -> None:
+        """The source now reads ``partitions``: the events topic's ones hold the watermark.
 
-        It never goes backwards. A partition that stops sending holds it back, so labels whose
-        event never came then expire late rather than early (none is lost).
+        Called from the Kafka client's thread; the set is swapped whole, never mutated.
+        """
+        topic = self.config.source.topic
+        self.events_partitions = frozenset(p for t, p in partitions if t == topic)
+
+    def _advance_watermark(self, raw: RawBatch, rows: np.ndarray, times_ms: np.ndarray) -> int:
+        """Event time every events partition read here has got to: the least of their maxima.
+
+        It never goes backwards. A partition that stops sending holds it back, and so does one
+        assigned but not read yet (a backlog read partition by partition), so labels whose
+        event has not come are expired late rather than early (none is lost).
         """
         partitions = np.asarray(raw.partitions, dtype=np.int64)[rows]
         for partition in np.unique(partitions).tolist():
             newest = int(times_ms[partitions == partition].max())
             self.partition_times[partition] = max(self.partition_times.get(partition, 0), newest)
+        reading = self.events_partitions
+        if reading:
+            if any(p not in self.partition_times for p in reading):
+                return self.watermark_ms
+            return max(self.watermark_ms, min(self.partition_times[p] for p in reading))
         if not self.partition_times:
             return self.watermark_ms
         return max(self.watermark_ms, min(self.partition_times.values()))

@@ -148,6 +148,9 @@ class RecommendationTask:
         self.judged = 0  # events judged since the start (the drift detector's grace counts them)
         self._version = 0
 
+    def assigned(self, partitions: list[tuple[str, int]]) -> None:
+        """Nothing depends on which partitions are read here."""
+
     def describe(self) -> str:
         """One line on what this pipeline does, for ``streamlearn check``."""
         r = self.config.recommendation

@@ -32,7 +32,6 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-import pytest
 import redis
 
 from connectors.kafka import end_offsets, ensure_topics, read_all
@@ -73,18 +72,15 @@ PARTITIONS, LABEL_PARTITIONS = 4, 2
 PRODUCE_OVER_S = 35.0  # longer than most of the storm: most kills land on live traffic
 KILLS, EARLY_KILLS = 6, 2
 
-# An engine bug this test hits now and then (1 run in 8 so far): the watermark that
-# expires early labels is the least newest event time over the events partitions *seen so
-# far*, so a partition not read yet (a run starting without a checkpoint, reading a backlog one
-# partition at a time) does not hold it back. A label that came before its event, or was read
-# before it, is then dead-lettered as unknown_event once another partition is past its time +
-# horizon_s, and its event later waits for ever: the label is lost, not learned. Reproduced
-# without services by streamlearn.tasks.classification.ClassificationTask._advance_watermark on
-# a batch holding only partition 0's events. Every other promise is still checked; the test
-# fails on anything else, and xfails (naming the count) only when this is all that went wrong.
+# A bug this test caught (1 run in 8) and that is fixed: the watermark expiring early labels
+# was the least newest event time over the events partitions *seen so far*, so a partition not
+# read yet (a run starting without a checkpoint, reading a backlog one partition at a time) did
+# not hold it back, and labels of its events were dead-lettered as unknown_event and lost. Now
+# every assigned events partition holds it (tests/unit/test_watermark.py). The examination still
+# tells such labels apart, so that a regression fails with the count, not as a tangle of misses.
 EXPIRED_EARLY = (
-    "engine bug: labels of real events were dead-lettered as unknown_event because the "
-    "labels watermark ignores events partitions not read yet (see EXPIRED_EARLY)"
+    "labels of real events were dead-lettered as unknown_event and never learned: the "
+    "watermark passed events partitions that had not been read (see the note above)"
 )
 
 
@@ -451,5 +447,4 @@ def test_sigkill_storm_with_labels_on_their_own_topic_learns_each_label_once(
         print("SIGKILL storm, delayed labels: " + ", ".join(f"{k}={v}" for k, v in figures.items()))
         assert processor.kills >= KILLS - 2, "the storm ended early: see exits_on_its_own"
         assert not evidence.failures, "; ".join(evidence.failures)
-        if evidence.expired_early:
-            pytest.xfail(f"{evidence.expired_early} labels lost: {EXPIRED_EARLY}")
+        assert evidence.expired_early == 0, f"{evidence.expired_early} {EXPIRED_EARLY}"
