@@ -91,8 +91,11 @@ class BatchOutputs:
         # Label messages of this batch that matched nothing, and earlier ones that expired.
         self.dead_letters.send(raw, exchange.unmatched)
         for label in exchange.expired:
-            detail = f"no event {label.event_id!r} arrived within labels.horizon_s of its label"
-            rejection = Rejection(-1, "unknown_event", detail)
+            if label.reason == "past_horizon":
+                detail = f"event {label.event_id!r} came more than labels.horizon_s before it"
+            else:
+                detail = f"no event {label.event_id!r} arrived within labels.horizon_s of its label"
+            rejection = Rejection(-1, label.reason, detail)
             self.dead_letters.send_one(
                 label.value, label.event_id.encode(), rejection, label.source
             )

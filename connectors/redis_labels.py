@@ -5,7 +5,8 @@
 before its event: its target, time, source and bytes) or ``j`` (joined: both, plus the source of
 the joiner, the message whose processing made the join). Waiting and joined entries expire after
 the horizon; early labels are also indexed in the ZSET ``{prefix}:{pipeline}:pending:early`` by
-event-time deadline, so labels whose event never came are dead-lettered as ``unknown_event``.
+event-time deadline, so labels whose event never came are dead-lettered as ``unknown_event``;
+one whose event turns out to lie more than the horizon before it is ``past_horizon``.
 Each batch is one script call per chunk; the rules (see :mod:`streamlearn.labels`) make a replay
 after a crash learn each join exactly once. Standalone Redis only (keys are built in the script).
 """
@@ -36,11 +37,19 @@ for _ = 1, n do
     redis.call('PEXPIRE', key, horizon)
     out[#out + 1] = 'stored'
   elseif st == 'l' then
-    local f = redis.call('HMGET', key, 'lt')
-    redis.call('HSET', key, 'st', 'j', 'p', payload, 'et', ts, 'es', src, 'jn', src, 'lv', '')
-    redis.call('PEXPIRE', key, horizon)
+    local f = redis.call('HMGET', key, 'lt', 'lts', 'ls', 'lv')
     redis.call('ZREM', KEYS[1], id)
-    out[#out + 1] = {'join', payload, f[1], src}
+    if tonumber(f[2]) - tonumber(ts) > horizon then
+      -- the label was read first, and lies past the horizon after its event: refused
+      redis.call('DEL', key)
+      redis.call('HSET', key, 'st', 'w', 'p', payload, 'et', ts, 'es', src)
+      redis.call('PEXPIRE', key, horizon)
+      out[#out + 1] = {'late', f[3], f[4]}
+    else
+      redis.call('HSET', key, 'st', 'j', 'p', payload, 'et', ts, 'es', src, 'jn', src, 'lv', '')
+      redis.call('PEXPIRE', key, horizon)
+      out[#out + 1] = {'join', payload, f[1], src}
+    end
   elseif st == 'j' and redis.call('HGET', key, 'jn') == src then
     local f = redis.call('HMGET', key, 'p', 'lt')
     out[#out + 1] = {'join', f[1], f[2], src}
@@ -147,7 +156,11 @@ class RedisLabelStore:
         for i in range(start, min(stop, len(events))):
             args += (events.event_ids[i], events.sources[i], events.ts_ms[i], events.payloads[i])
         for event_id, result in zip(events.event_ids[start:stop], self._call(args)):
-            if isinstance(result, list):
+            if isinstance(result, list) and _text(result[0]) == "late":
+                _, source, value = result
+                expired = ExpiredLabel(event_id, _text(source), value or b"", "past_horizon")
+                out.expired.append(expired)
+            elif isinstance(result, list):
                 out.joins.append(_join(event_id, result))
 
     def _labels(self, labels: ArrivedLabels, start: int, stop: int, out: Exchange) -> None:

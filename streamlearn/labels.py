@@ -62,11 +62,16 @@ class Join:
 
 @dataclass(frozen=True, slots=True)
 class ExpiredLabel:
-    """A label whose event never came within the horizon (dead-lettered as unknown_event)."""
+    """An early label given up, dead-lettered with ``reason``.
+
+    ``unknown_event``: its event never came within the horizon; ``past_horizon``: its event
+    came and lies more than the horizon before it (the label was read first).
+    """
 
     event_id: str
     source: str
     value: bytes
+    reason: str = "unknown_event"
 
 
 @dataclass(slots=True)
@@ -198,6 +203,9 @@ class MemoryLabelStore:
         entry = self.entries.get(event_id)
         if entry is None:
             self.entries[event_id] = {"st": "w", "p": payload, "et": ts, "es": source}
+        elif entry["st"] == "l" and entry["lts"] - ts > self.horizon_ms:
+            out.expired.append(ExpiredLabel(event_id, entry["ls"], entry["lv"], "past_horizon"))
+            self.entries[event_id] = {"st": "w", "p": payload, "et": ts, "es": source}
         elif entry["st"] == "l":
             entry.update(st="j", p=payload, et=ts, es=source, jn=source)
             out.joins.append(Join(event_id, payload, entry["lt"], source))
@@ -213,6 +221,7 @@ class MemoryLabelStore:
                 "lt": target,
                 "ls": source,
                 "lv": labels.values[i],
+                "lts": ts,
                 "deadline": ts + self.horizon_ms,
             }
         elif entry["st"] == "w":

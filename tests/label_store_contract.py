@@ -96,12 +96,34 @@ def check_a_label_past_the_horizon_is_refused(make: Make) -> None:
     assert [r.reason for r in out.unmatched] == ["past_horizon"]
 
 
+def check_a_label_read_first_but_past_the_horizon_is_refused_when_its_event_comes(
+    make: Make,
+) -> None:
+    # The labels topic was read ahead of the events topic: the label is stored early, and
+    # its event turns out to lie more than the horizon before it.
+    store = make()
+    late = 1_000 + HORIZON_S * 1000 + 1
+    store.exchange(NONE_E, labels(("e1", 1, "lb/0/5", late)), 0)
+    out = store.exchange(events(("e1", "ev/0/1", 1_000)), NONE_L, 1_000)
+    assert out.joins == []
+    assert [(x.event_id, x.source, x.reason) for x in out.expired] == [
+        ("e1", "lb/0/5", "past_horizon")
+    ]
+    assert out.expired[0].value == b'{"event_id": "e1"}'
+    # The event waits as any other: a label within the horizon still joins it, once.
+    joined = store.exchange(NONE_E, labels(("e1", 0, "lb/0/8", 2_000)), 1_000)
+    assert [(j.event_id, j.target, j.joiner) for j in joined.joins] == [("e1", 0, "lb/0/8")]
+    assert store.exchange(NONE_E, NONE_L, 10**12).expired == []  # dead-lettered once
+
+
 def check_a_label_whose_event_never_comes_expires(make: Make) -> None:
     store = make()
     store.exchange(NONE_E, labels(("ghost", 1, "lb/0/5", 1_000)), 0)
     assert store.exchange(NONE_E, NONE_L, 1_000 + HORIZON_S * 1000 - 1).expired == []
     out = store.exchange(NONE_E, NONE_L, 1_000 + HORIZON_S * 1000)
-    assert [(x.event_id, x.source) for x in out.expired] == [("ghost", "lb/0/5")]
+    assert [(x.event_id, x.source, x.reason) for x in out.expired] == [
+        ("ghost", "lb/0/5", "unknown_event")
+    ]
     assert out.expired[0].value == b'{"event_id": "ghost"}'
     assert store.exchange(NONE_E, NONE_L, 10**12).expired == []  # once
 

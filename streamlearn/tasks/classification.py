@@ -291,8 +291,8 @@ class ClassificationTask:
         )
         if exchange is not None:
             examples.unmatched = dict(Counter(r.reason for r in exchange.unmatched))
-            if exchange.expired:
-                examples.unmatched["unknown_event"] = len(exchange.expired)
+            for reason, count in Counter(x.reason for x in exchange.expired).items():
+                examples.unmatched[reason] = examples.unmatched.get(reason, 0) + count
         return examples
 
     def learn_examples(self, examples: Examples) -> LearnOutcome:

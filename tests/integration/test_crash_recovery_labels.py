@@ -256,14 +256,18 @@ def examine(
     # Pending entries: joined, or an event still waiting, with a TTL; no label left waiting.
     entries, early_indexed = pending_entries(redis_url, prefix)
     horizon_ms = HORIZON_S * 1000
-    # A past-horizon label read before its event (the topics are read side by side) waits for
-    # it and is joined when it comes: the join is learned then, and it is not dead-lettered.
+    # A past-horizon label is refused whichever of it and its event is read first (the topics
+    # are read side by side): never joined, always dead-lettered.
     joined_late = {
         lb.event_id
         for lb in plan.of_kind("past_horizon")
         if entries.get(lb.event_id) is not None and entries[lb.event_id].state == "j"
     }
-    learnable = (set(plan.first_target) | joined_late) - expired_early
+    out.check(
+        not joined_late,
+        f"{len(joined_late)} labels past the horizon were joined, e.g. {sorted(joined_late)[:3]}",
+    )
+    learnable = set(plan.first_target) - expired_early
     learnable |= {i for i in expired_early if i in entries and entries[i].state == "j"}
     not_joined, not_waiting, wrong_value, missing = [], [], [], []
     for event in plan.events:
@@ -338,11 +342,7 @@ def examine(
     expected: dict[str, str] = dict(bad_sources)
     for kind, reason in (("duplicate", "duplicate"), ("ghost", "unknown_event")):
         expected |= {source_of[lb.number]: reason for lb in plan.of_kind(kind)}
-    expected |= {
-        source_of[lb.number]: "past_horizon"
-        for lb in plan.of_kind("past_horizon")
-        if lb.event_id not in joined_late
-    }
+    expected |= {source_of[lb.number]: "past_horizon" for lb in plan.of_kind("past_horizon")}
     unchecked = {source_of[lb.number] for lb in plan.labels if lb.event_id in expired_early}
     lost = sorted(
         (r, s)
