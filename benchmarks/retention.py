@@ -5,18 +5,23 @@ the midpoint), with churn labels 30 days after the events they label:
 
 1. prequential ROC AUC of the served churn risks joined with their delayed labels, with the
    per-customer aggregates and without them, and per tenth of the stream (recovery after drift);
-2. how much mini-batching costs: batch size 1 against fixed 32, 256 and 2048, on the same stream;
+2. how much mini-batching costs: batch size 1 against fixed 32, 256 and 2048 and against the
+   boundaries the adaptive batcher chooses (from a backlog, and at a steady 2,000 events/s, on
+   a simulated clock: ``benchmarks/retention_adaptive.py``), on the same stream;
 3. throughput end to end on the real broker and Redis from a backlog, with the processor's RSS
    and Redis memory.
 
 Parts 1 and 2 replay the stream in-process through the real task (two worker processes; their
 timing is not a result). Part 3 runs alone afterwards. ``--profile`` adds a second end-to-end
-run sampled by py-spy and reports where the pipeline thread's time goes.
+run sampled by py-spy and reports where the pipeline thread's time goes. ``--reuse-end-to-end``
+skips part 3 and keeps the end-to-end figures of the results file being replaced (for a rerun of
+the accuracy parts on a machine too busy to measure throughput); the results say so.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import time
@@ -28,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.report import machine_info, write_results
+from benchmarks.retention_adaptive import ARRIVALS, replay_adaptive
 from benchmarks.retention_e2e import run_end_to_end
 from benchmarks.retention_profile import summarise
 from benchmarks.retention_replay import replay, sub_stream
@@ -71,21 +77,47 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--quick", action="store_true", help="a smoke run of about 2 minutes")
     parser.add_argument("--profile", action="store_true", help="add a py-spy profiled run")
     parser.add_argument("--out", type=Path, default=RESULTS, help="where results are written")
+    parser.add_argument(
+        "--reuse-end-to-end",
+        action="store_true",
+        help="keep the end-to-end figures (and profile) of the results file in --out",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.ERROR, format="%(asctime)s %(name)s %(message)s")
-    results = run(QUICK if args.quick else FULL, quick=args.quick, profile=args.profile)
+    reused = _previous(args.out) if args.reuse_end_to_end else None
+    plan = QUICK if args.quick else FULL
+    results = run(plan, quick=args.quick, profile=args.profile, reused=reused)
     json_path, md_path = write(results, args.out)
     print(f"results written to {json_path} and {md_path}")
     print(md_path.read_text(encoding="utf-8"))
 
 
-def run(plan: Plan, quick: bool, profile: bool) -> dict[str, Any]:
-    """Every part of the benchmark; the results as one dictionary."""
+def _previous(directory: Path) -> dict[str, Any]:
+    """The end-to-end part of the results file in ``directory``, and when it was measured."""
+    old = json.loads((directory / "retention.json").read_text(encoding="utf-8"))
+    return {
+        "end_to_end": old["end_to_end"],
+        "profile": old.get("profile"),
+        "measured": old.get("end_to_end_measured") or old["machine"]["date"],
+    }
+
+
+def run(
+    plan: Plan, quick: bool, profile: bool, reused: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """Every part of the benchmark; the results as one dictionary.
+
+    With ``reused`` (see :func:`_previous`) part 3 is not run: its figures are those given.
+    """
     machine = machine_info()
     started = time.monotonic()
     replays = _replays(plan)
     print(f"in-process replays done [{time.monotonic() - started:.0f} s]", flush=True)
-    e2e, spied = _end_to_end(plan, profile)
+    if reused is None:
+        e2e, spied = _end_to_end(plan, profile)
+        measured = machine["date"]
+    else:
+        e2e, spied, measured = reused["end_to_end"], reused["profile"], reused["measured"]
     results: dict[str, Any] = {
         "quick": quick,
         "machine": machine,
@@ -100,6 +132,7 @@ def run(plan: Plan, quick: bool, profile: bool) -> dict[str, Any]:
         "main_batch_size": MAIN_BATCH,
         **replays,
         "end_to_end": e2e,
+        "end_to_end_measured": measured,
         "wall_seconds": round(time.monotonic() - started, 1),
     }
     if spied is not None:
@@ -113,9 +146,10 @@ def run(plan: Plan, quick: bool, profile: bool) -> dict[str, Any]:
 
 def _replays(plan: Plan) -> dict[str, Any]:
     nodrift, drift = plan.stream, plan.drift
-    # (name, stream, sub-stream events or None, batch size, aggregates); the slowest first.
+    # (name, stream, sub-stream events or None, batch size or arrival, aggregates); the
+    # slowest first.
     sub = plan.sub_events
-    jobs = [
+    jobs: list[tuple[str, StreamSpec, int | None, int | str, bool]] = [
         ("sub-1", nodrift, sub, 1, True),
         ("main-agg", nodrift, None, MAIN_BATCH, True),
         ("main-own", nodrift, None, MAIN_BATCH, False),
@@ -123,6 +157,7 @@ def _replays(plan: Plan) -> dict[str, Any]:
         ("drift-own", drift, None, MAIN_BATCH, False),
         ("full-2048", nodrift, None, 2048, True),
         *((f"sub-{b}", nodrift, sub, b, True) for b in BATCH_SIZES[1:]),
+        *((f"sub-{a.name}", nodrift, sub, a.name, True) for a in ARRIVALS),
     ]
     with ProcessPoolExecutor(max_workers=2, mp_context=get_context("spawn")) as pool:
         futures: dict[str, Future[tuple[dict[str, Any], dict[str, Any]]]] = {
@@ -151,7 +186,10 @@ def _replays(plan: Plan) -> dict[str, Any]:
         },
         "batching": {
             "full_stream": {str(MAIN_BATCH): runs["main-agg"], "2048": runs["full-2048"]},
-            "sub_stream": {str(b): runs[f"sub-{b}"] for b in BATCH_SIZES},
+            "sub_stream": {
+                **{str(b): runs[f"sub-{b}"] for b in BATCH_SIZES},
+                **{_adaptive(a.name): runs[f"sub-{a.name}"] for a in ARRIVALS},
+            },
         },
         "statistics": _statistics(arrays, plan),
     }
@@ -174,10 +212,22 @@ def _statistics(arrays: dict[str, Any], plan: Plan) -> dict[str, Any]:
             }
             for b in BATCH_SIZES[1:]
         },
+        "adaptive_vs_size_1": {
+            _adaptive(a.name): {
+                "all": paired_delta(arrays[f"sub-{a.name}"], arrays["sub-1"]),
+                "after_warmup": paired_delta(arrays[f"sub-{a.name}"], arrays["sub-1"], plan.warmup),
+            }
+            for a in ARRIVALS
+        },
         "whole_stream_2048_vs_256": paired_delta(
             arrays["full-2048"], arrays["main-agg"], plan.warmup
         ),
     }
+
+
+def _adaptive(arrival: str) -> str:
+    """The name of an adaptive variant in the results: ``adaptive backlog``, ..."""
+    return f"adaptive {arrival}"
 
 
 @lru_cache(maxsize=2)
@@ -188,14 +238,19 @@ def _stream(spec: StreamSpec) -> list[Any]:
 def _replay_job(
     spec: StreamSpec,
     sub_events: int | None,
-    batch_size: int,
+    batch_size: int | str,
     aggregates: bool,
     warmup: int,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
+    """One replay; ``batch_size`` a fixed size, or the name of an arrival (adaptive batching)."""
     stream = _stream(spec)
     events = spec.events
     if sub_events is not None:
         stream, events = sub_stream(stream, sub_events), sub_events
+    if isinstance(batch_size, str):
+        arrival = next(a for a in ARRIVALS if a.name == batch_size)
+        result, chosen = replay_adaptive(stream, arrival, aggregates=aggregates)
+        return {**result.summary(events, warmup), "boundaries": chosen}, result.arrays()
     result = replay(stream, batch_size=batch_size, aggregates=aggregates)
     return result.summary(events, warmup), result.arrays()
 

@@ -85,7 +85,7 @@ class PrunedLabelStore(MemoryLabelStore):
 class Replay:
     """What one replay served and learned."""
 
-    batch_size: int
+    batch_size: int | str  # "adaptive": the adaptive batcher chose the boundaries
     aggregates: bool
     messages: int
     events: int
@@ -167,15 +167,41 @@ def _auc(y: np.ndarray, s: np.ndarray) -> float | None:
     return round(float(roc_auc_score(y, s)), 4)
 
 
+class JoinLog:
+    """Per join, as the label store makes it: scored event's position, score served, label."""
+
+    def __init__(self) -> None:
+        self.index: list[int] = []
+        self.served: list[float] = []
+        self.target: list[int] = []
+        self.entity: list[int] = []
+
+    def add(self, exchange: Exchange) -> None:
+        """Keep every join of ``exchange``."""
+        for join in exchange.joins:
+            self.index.append(event_index(join.event_id))
+            kept = orjson.loads(join.payload)
+            self.served.append(kept["s"])
+            self.target.append(join.target)
+            self.entity.append(int(orjson.loads(kept["v"])["customer_id"].rsplit("-", 1)[1]))
+
+    def replay(self, **figures: Any) -> Replay:
+        """The joins kept, with the replay's other ``figures``, as a :class:`Replay`."""
+        return Replay(
+            index=np.array(self.index, dtype=np.int64),
+            served=np.array(self.served, dtype=np.float64),
+            target=np.array(self.target, dtype=np.int8),
+            entity=np.array(self.entity, dtype=np.int64),
+            **figures,
+        )
+
+
 def replay(stream: list[Message], *, batch_size: int, aggregates: bool = True) -> Replay:
     """Run ``stream`` through a fresh retention task in batches of ``batch_size`` messages."""
     task = ClassificationTask(pipeline_config(aggregates=aggregates, batch_size=batch_size))
     store = PrunedLabelStore(HORIZON_S)
     offsets: dict[str, int] = {}
-    index: list[int] = []
-    served: list[float] = []
-    target: list[int] = []
-    entity: list[int] = []
+    joins = JoinLog()
     drifts = events = 0
     unmatched: dict[str, int] = {}
     started = time.perf_counter()
@@ -190,26 +216,17 @@ def replay(stream: list[Message], *, batch_size: int, aggregates: bool = True) -
         assert scored.pending is not None and scored.arrived is not None  # labels configured
         exchange = store.exchange(scored.pending, scored.arrived, scored.watermark_ms)
         scored.exchange = exchange
-        for join in exchange.joins:
-            index.append(event_index(join.event_id))
-            kept = orjson.loads(join.payload)
-            served.append(kept["s"])
-            target.append(join.target)
-            entity.append(int(orjson.loads(kept["v"])["customer_id"].rsplit("-", 1)[1]))
+        joins.add(exchange)
         outcome = task.learn(scored)
         drifts += outcome.drift
         for reason, n in outcome.unmatched.items():
             unmatched[reason] = unmatched.get(reason, 0) + n
-    return Replay(
+    return joins.replay(
         batch_size=batch_size,
         aggregates=aggregates,
         messages=len(stream),
         events=events,
         seconds=time.perf_counter() - started,
-        index=np.array(index, dtype=np.int64),
-        served=np.array(served, dtype=np.float64),
-        target=np.array(target, dtype=np.int8),
-        entity=np.array(entity, dtype=np.int64),
         drifts=drifts,
         unmatched=unmatched,
     )
