@@ -104,6 +104,11 @@ class BatchOutputs:
         d = scored.decoded
         scores, labels, ts = scored.scores.tolist(), scored.labels.tolist(), d.timestamps_ms
         reasons = scored.reasons
+        versions = (
+            [scored.model_version] * len(d)
+            if scored.model_versions is None
+            else scored.model_versions.tolist()
+        )
         for i, (event, entity) in enumerate(zip(d.event_ids, d.entity_ids)):
             record: dict[str, object] = {
                 "pipeline": self.pipeline,
@@ -111,7 +116,7 @@ class BatchOutputs:
                 "entity_id": entity,
                 "score": scores[i],
                 "label": int(labels[i]),
-                "model_version": scored.model_version,
+                "model_version": versions[i],
                 "ts": int(ts[i]),
                 "scored_at": scored.scored_at_ms,
             }
@@ -157,4 +162,5 @@ def columns(scored: ScoredBatch) -> PredictionColumns:
         model_version=scored.model_version,
         scored_at_ms=scored.scored_at_ms,
         reasons=scored.reasons,
+        model_versions=scored.model_versions,
     )

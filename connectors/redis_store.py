@@ -26,18 +26,18 @@ from streamlearn.errors import (
 )
 
 # KEYS: one prediction hash per entity. ARGV: ttl_ms, the rows as one JSON array (per key:
-# score, label, ts, event_id[, reasons], all strings), model_version, scored_at. One argument
+# score, label, ts, event_id, model_version[, reasons], all strings), scored_at. One argument
 # for the rows rather than six or seven per key: redis-py packs each argument in Python.
 _WRITE_SCRIPT = """
 local ttl = tonumber(ARGV[1])
 local rows = cjson.decode(ARGV[2])
-local version, scored_at = ARGV[3], ARGV[4]
+local scored_at = ARGV[3]
 local written = 0
 for i, key in ipairs(KEYS) do
   local r = rows[i]
   local ts = tonumber(r[3])
   local current, stale
-  if r[5] then
+  if r[6] then
     current = tonumber(redis.call('HGET', key, 'ts'))
   else
     -- the hash holds one prediction: an older one's reasons must not stay beside this one
@@ -45,11 +45,11 @@ for i, key in ipairs(KEYS) do
     current, stale = tonumber(stored[1]), stored[2]
   end
   if current == nil or current <= ts then
-    if r[5] then
-      redis.call('HSET', key, 'score', r[1], 'label', r[2], 'model_version', version,
-                 'ts', r[3], 'event_id', r[4], 'scored_at', scored_at, 'reasons', r[5])
+    if r[6] then
+      redis.call('HSET', key, 'score', r[1], 'label', r[2], 'model_version', r[5],
+                 'ts', r[3], 'event_id', r[4], 'scored_at', scored_at, 'reasons', r[6])
     else
-      redis.call('HSET', key, 'score', r[1], 'label', r[2], 'model_version', version,
+      redis.call('HSET', key, 'score', r[1], 'label', r[2], 'model_version', r[5],
                  'ts', r[3], 'event_id', r[4], 'scored_at', scored_at)
       if stale then redis.call('HDEL', key, 'reasons') end
     end
@@ -76,6 +76,8 @@ class PredictionColumns:
     scored_at_ms: int
     # Per event, its reason codes as a JSON array (models that give them), else None.
     reasons: Sequence[str] | None = None
+    # Per event, the version that scored it, where the batch was learned event by event.
+    model_versions: np.ndarray | None = None
 
 
 def latest_per_entity(entities: Sequence[str], timestamps: Sequence[int]) -> list[int]:
@@ -218,20 +220,24 @@ class PredictionStore:
         labels = predictions.labels[order].astype(np.int8).tolist()
         ts = predictions.timestamps_ms[order].tolist()
         events = [predictions.event_ids[i] for i in order]
-        version, scored_at = predictions.model_version, predictions.scored_at_ms
+        scored_at = predictions.scored_at_ms
         reasons = None if predictions.reasons is None else [predictions.reasons[i] for i in order]
         labels_text = [str(label) for label in labels]
         ts_text = [str(t) for t in ts]
         scores_text = [repr(score) for score in scores]
-        if reasons is None:
-            rows: list[Any] = list(zip(scores_text, labels_text, ts_text, events))
+        if predictions.model_versions is None:
+            versions = [str(predictions.model_version)] * len(order)
         else:
-            rows = list(zip(scores_text, labels_text, ts_text, events, reasons))
+            versions = [str(v) for v in predictions.model_versions[order].tolist()]
+        if reasons is None:
+            rows: list[Any] = list(zip(scores_text, labels_text, ts_text, events, versions))
+        else:
+            rows = list(zip(scores_text, labels_text, ts_text, events, versions, reasons))
         written = 0
         for start in range(0, len(order), _CHUNK):
             stop = start + _CHUNK
             keys = [prediction_key(self.prefix, self.pipeline, e) for e in entities[start:stop]]
-            args: list[Any] = [self.ttl_ms, orjson.dumps(rows[start:stop]), version, scored_at]
+            args: list[Any] = [self.ttl_ms, orjson.dumps(rows[start:stop]), scored_at]
             try:
                 written += int(self._script(keys=keys, args=args))
             except redis.RedisError as exc:

@@ -43,6 +43,25 @@ class FeatureBatch:
         """One feature dict per event."""
         return self._featurizer.rows(self.decoded)
 
+    def row(self, i: int) -> FeatureBatch:
+        """Event ``i`` alone, sharing what was computed for the batch.
+
+        >>> from streamlearn.config import SchemaConfig
+        >>> from streamlearn.decoding import EventDecoder
+        >>> schema = SchemaConfig(features={"x": "float"})
+        >>> raw = [b'{"event_id": "%d", "entity_id": "e", "ts": 0, "x": %d}' % (i, i)
+        ...        for i in range(3)]
+        >>> batch = Featurizer(schema).transform(EventDecoder(schema).decode(raw))
+        >>> one = batch.row(2)
+        >>> len(one), one.matrix.tolist(), one.decoded.event_ids
+        (1, [[2.0]], ['2'])
+        """
+        one = FeatureBatch(self._featurizer, self.decoded.take([i]))
+        for name in ("matrix", "rows"):  # computed already: a view, not computed again
+            if name in self.__dict__:
+                one.__dict__[name] = self.__dict__[name][i : i + 1]
+        return one
+
 
 class Featurizer:
     """Builds feature batches for one schema.

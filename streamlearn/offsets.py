@@ -215,9 +215,14 @@ class OffsetLedger:
             ((t, p) in keep for t, p in zip(topics, partitions)), dtype=bool, count=len(topics)
         )
 
-    def learned(self, ticket: Ticket, count: int) -> None:
-        """The batch's rows of still-owned partitions were learned (``count`` events)."""
-        for tp in self.still_owned(ticket):
+    def learned(self, ticket: Ticket, count: int, owned_only: bool = True) -> None:
+        """The batch's rows of still-owned partitions were learned (``count`` events).
+
+        ``owned_only=False``: every row of the batch was learned, whatever moved meanwhile
+        (learning ran before the write); the marks go with the model into the checkpoint, so
+        a partition that comes back is not learned from twice.
+        """
+        for tp in self.still_owned(ticket) if owned_only else list(ticket.ends):
             end = ticket.ends[tp]
             before = self.learned_offsets.get(tp)
             if before is not None and end < before:

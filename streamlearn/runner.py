@@ -24,7 +24,7 @@ from streamlearn.delivery import Delivery
 from streamlearn.errors import PipelineFenced, StreamlearnError
 from streamlearn.hooks import PipelineHooks
 from streamlearn.offsets import OffsetLedger, Offsets
-from streamlearn.tasks.base import Scored, Task
+from streamlearn.tasks.base import LearnsEach, Scored, Task
 
 log = logging.getLogger(__name__)
 
@@ -145,6 +145,13 @@ class PipelineRunner:
             sleep=self._wait_paused,
         )
         self.stats = RunStats()
+        # Batches of one (min = max size 1), where the task can: the events a poll brought are
+        # scored and learned one at a time in one pass, then written and committed together.
+        self._each = (
+            batcher.settings.max_size == 1
+            and isinstance(pipeline, LearnsEach)
+            and pipeline.learns_each
+        )
         self._buffer = RawBatch()
         self._next_lag = 0.0
         self._lag: int | None = None  # messages waiting upstream, as last measured
@@ -173,7 +180,9 @@ class PipelineRunner:
             full = self._buffer.nbytes >= self.batcher.settings.max_buffered_bytes
             if trigger is None and full:
                 trigger = Trigger.SIZE  # the byte bound closes the batch before the count does
-            if trigger is not None:
+            if trigger is not None and self._each:
+                self._process_each(self._buffer.take(buffered), trigger, stop)
+            elif trigger is not None:
                 size = buffered if trigger is Trigger.SHUTDOWN or full else self.batcher.size
                 self._process(self._buffer.take(size), trigger, stop)
             self._report_lag()
@@ -246,6 +255,41 @@ class PipelineRunner:
         hooks.on_batch_closed(name, len(batch), trigger.value)
         hooks.on_batch_size(name, self.batcher.size)
         self.stats.batches += 1
+
+    def _process_each(self, batch: RawBatch, trigger: Trigger, stop: threading.Event) -> None:
+        """Batches of one in one pass: each event scored, then learned, before the next.
+
+        The scores, versions and model are those of one batch per event; the write, the
+        commit and the per-batch bookkeeping are paid once. Learning runs before the write, so
+        every row counts as learned, even of a partition that moved meanwhile (its marks go
+        with the model into the checkpoint; nothing is learned twice when it comes back).
+        """
+        name, hooks = self.pipeline.name, self.hooks
+        assert isinstance(self.pipeline, LearnsEach)
+        each = self.pipeline
+        self.fence()
+        started = self.clock()
+        hooks.on_batch_started(name)
+        ticket = self.ledger.begin(batch.commit_offsets)
+        scored, outcome = self.delivery.call(lambda: each.score_and_learn_each(batch), stop, name)
+        scored_at = self.clock()
+        hooks.on_stage(name, "score", scored_at - started)  # scoring and learning, interleaved
+        self.delivery.deliver(lambda: self.outputs.write(scored), stop, name)
+        written_at_ms = self.wall_ms()
+        written_at = self.clock()
+        hooks.on_stage(name, "write", written_at - scored_at)
+        self._report_outputs(scored, written_at_ms, written_at)
+        self.ledger.learned(ticket, outcome.learned, owned_only=False)
+        self._settle()
+        finished = self.clock()
+        hooks.on_stage(name, "commit", finished - written_at)
+        self._report_learning(outcome.learned, outcome.metrics, outcome.drift)
+        each_s = (finished - started) / max(len(batch), 1)
+        for _ in range(len(batch)):
+            self.batcher.observe(1, each_s, trigger, lag=self._lag)
+            hooks.on_batch_closed(name, 1, trigger.value)
+        hooks.on_batch_size(name, self.batcher.size)
+        self.stats.batches += len(batch)
 
     @property
     def learned_offsets(self) -> Offsets:

@@ -9,7 +9,7 @@ composition root pairs it with the writer of its outputs. Fraud and retention sc
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -50,6 +50,20 @@ class LearnOutcome:
     unmatched: dict[str, int] = field(default_factory=dict)
     # Event-time delay (seconds) of each label learned that came after its event.
     label_delays_s: np.ndarray | None = None
+
+
+@runtime_checkable
+class LearnsEach(Protocol):
+    """A task that can take a batch as batches of one in one pass (``min = max size 1``)."""
+
+    @property
+    def learns_each(self) -> bool:
+        """Whether :meth:`score_and_learn_each` applies to this pipeline."""
+        ...
+
+    def score_and_learn_each(self, raw: RawBatch) -> tuple[Scored, LearnOutcome]:
+        """Score and learn each event before the next; the outputs are written afterwards."""
+        ...
 
 
 class Task(Protocol):

@@ -55,6 +55,8 @@ class ScoredBatch:
     # Entities whose aggregate state this batch changed: saved before the commit.
     entity_states: dict[str, EntityState] | None = None
     too_late: int = 0  # events too late for their entity's aggregates (scored all the same)
+    # Per event, the version that scored it, when the batch was learned event by event.
+    model_versions: np.ndarray | None = None
 
     @property
     def rejected(self) -> list[Rejection]:
@@ -177,6 +179,64 @@ class ClassificationTask:
         """
         topic = self.config.source.topic
         self.events_partitions = frozenset(p for t, p in partitions if t == topic)
+
+    @property
+    def learns_each(self) -> bool:
+        """Whether :meth:`score_and_learn_each` can run: labels come inline, not joined later."""
+        return self.delayed is None
+
+    def score_and_learn_each(self, raw: RawBatch) -> tuple[ScoredBatch, LearnOutcome]:
+        """Test-then-train ``raw`` one event at a time, as batches of one would, in one pass.
+
+        Each event is scored (and its reasons taken) with the model the events before it
+        left, then evaluated and learned before the next is scored: the scores, versions and
+        model are those of batches of one. What is paid once instead of per event: decoding,
+        features, and (by the caller) the write and the commit. Only where labels are inline
+        (:attr:`learns_each`); learning cannot be left out afterwards, so the caller records
+        every row as learned.
+        """
+        assert self.delayed is None, "labels joined by the writer cannot be learned here"
+        decoded = self.decoder.decode(raw.values)
+        changed, too_late = None, 0
+        if self.entity_features is not None:
+            before = self.entity_features.too_late
+            changed = self.entity_features.add(raw, decoded)
+            too_late = self.entity_features.too_late - before
+        features = self.featurizer.transform(decoded)
+        _ = features.matrix  # built once for the batch; each row is a view of it
+        n = len(decoded)
+        scores, versions = np.empty(n), np.empty(n, dtype=np.int64)
+        reasons: list[str] | None = [] if self.config.outputs.reasons else None
+        outcome = LearnOutcome(learned=0)
+        for i in range(n):
+            row = features.row(i)
+            versions[i] = self.model.version
+            served = np.nan_to_num(self.model.predict_proba(row), nan=0.5).clip(0.0, 1.0)
+            scores[i] = served[0]
+            if reasons is not None:
+                explained = explain(self.model, row)
+                if explained is None:
+                    reasons = None  # the model gives none
+                else:
+                    reasons.extend(explained)
+            step = self._learn(row, served, decoded.targets[i : i + 1])
+            outcome.learned += step.learned
+            outcome.drift |= step.drift
+            outcome.metrics = step.metrics or outcome.metrics
+        scored = ScoredBatch(
+            raw=raw,
+            decoded=decoded,
+            features=features,
+            scores=scores,
+            labels=scores > self.config.model.threshold,
+            model_version=int(versions[0]) if n else self.model.version,
+            scored_at_ms=self.clock_ms(),
+            entity_states=changed,
+            too_late=too_late,
+            reasons=reasons,
+            model_versions=versions,
+        )
+        return scored, outcome
 
     def _advance_watermark(self, raw: RawBatch, rows: np.ndarray, times_ms: np.ndarray) -> int:
         """Event time every events partition read here has got to: the least of their maxima.
