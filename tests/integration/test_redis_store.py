@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 
 import numpy as np
@@ -159,3 +160,12 @@ def test_a_full_redis_is_worth_retrying(redis_url: str) -> None:
         store = PredictionStore(client, "sl", "fraud", ttl_s=60)
         with pytest.raises(OutputBackpressure, match="maxmemory"):
             store.write(columns(["a"], [1], [0.5]))
+
+
+def test_each_prediction_keeps_the_version_that_made_it(store: PredictionStore) -> None:
+    # Batches of one learned in one pass: each row was scored by a later version.
+    cols = columns(["a", "b", "a"], [1, 2, 3], [0.1, 0.2, 0.3], version=4)
+    per_row = dataclasses.replace(cols, model_versions=np.array([4, 5, 6]))
+    assert store.write(per_row) == 2
+    assert store.read("a")["model_version"] == "6"  # type: ignore[index]
+    assert store.read("b")["model_version"] == "5"  # type: ignore[index]
