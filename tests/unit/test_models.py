@@ -318,9 +318,9 @@ def test_sklearn_learns_from_the_labelled_rows_only() -> None:
     # The same steps by hand, on the labelled rows alone.
     rows = SMALL.matrix[keep]
     scaler = OnlineStandardScaler(N_NUMERIC)
-    scaler.learn(rows)
+    scaled = scaler.learn_and_scale(rows)  # each row as it would be scaled alone, in turn
     reference = SGDClassifier(loss="log_loss", random_state=0)
-    reference.partial_fit(scaler.transform(rows), y[keep].astype(int), classes=[0, 1])
+    reference.partial_fit(scaled, y[keep].astype(int), classes=[0, 1])
     assert model.scaler is not None
     assert model.scaler.count == int(keep.sum())
     np.testing.assert_array_equal(model.scaler.mean, scaler.mean)
