@@ -226,17 +226,34 @@ class LinearSklearnModel(SklearnModel):
         """Per event, the ``top`` largest positive ``w_j·x_j``, one matrix product per batch."""
         if not self._fitted or len(features) == 0:
             return ["[]"] * len(features)
-        weights = np.asarray(self.estimator.coef_, dtype=np.float64)[0]
-        # The column layout (numeric fields, then each category's buckets) is the featurizer's.
-        layout = features._featurizer
-        return matrix_reasons(
-            self._inputs(features.matrix),
-            weights,
-            top,
-            layout.numeric,
-            layout.categories,
-            features.decoded.categorical,
-        )
+        inputs, weights = self.explanation_terms(features)
+        return reasons_of(features, inputs, weights[0], top)
+
+    def explanation_terms(self, features: FeatureBatch) -> tuple[np.ndarray, np.ndarray]:
+        """What :meth:`explain` multiplies, as the model is now: its inputs and weights.
+
+        The weights come as a ``(1, width)`` row, zeros before the model learned anything (no
+        reasons then). Taken row by row while a batch is learned event by event, and given
+        together to :func:`reasons_of`, they give each row's reasons in one pass.
+        """
+        inputs = self._inputs(features.matrix)
+        if not self._fitted:
+            return inputs, np.zeros((1, inputs.shape[1]))
+        return inputs, np.array(self.estimator.coef_, dtype=np.float64).reshape(1, -1)
+
+
+def reasons_of(
+    features: FeatureBatch, inputs: np.ndarray, weights: np.ndarray, top: int
+) -> list[str]:
+    """Reason codes of ``features`` from the terms of :meth:`LinearSklearnModel.explanation_terms`.
+
+    ``weights`` is one vector, or one row of weights per event.
+    """
+    # The column layout (numeric fields, then each category's buckets) is the featurizer's.
+    layout = features._featurizer
+    return matrix_reasons(
+        inputs, weights, top, layout.numeric, layout.categories, features.decoded.categorical
+    )
 
 
 def _scaled_linear(estimator: Any) -> tuple[list[Any], Any]:

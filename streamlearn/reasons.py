@@ -28,6 +28,9 @@ def matrix_reasons(
 ) -> list[str]:
     """Reason codes of a linear model, from the ``(n, width)`` matrix it sees and its weights.
 
+    ``weights`` is one ``(width,)`` vector, or one per row (``(n, width)``: rows scored by
+    successive states of the model).
+
     The matrix is laid out as the featurizer builds it: the ``numeric`` fields, then each
     category's one-hot buckets (``categories`` maps field to bucket count). A category adds
     only through the row's own bucket, the one that is 1, named by the row's value
@@ -45,12 +48,14 @@ def matrix_reasons(
     """
     n_numeric = len(numeric)
     rows = np.arange(len(inputs))
-    columns = [inputs[:, :n_numeric] * weights[:n_numeric]]
+    per_row = weights.ndim == 2
+    columns = [inputs[:, :n_numeric] * weights[..., :n_numeric]]
     offset = n_numeric
     for buckets in categories.values():
         block = inputs[:, offset : offset + buckets]
         bucket = block.argmax(axis=1)
-        columns.append((weights[offset + bucket] * block[rows, bucket])[:, None])
+        weight = weights[rows, offset + bucket] if per_row else weights[offset + bucket]
+        columns.append((weight * block[rows, bucket])[:, None])
         offset += buckets
     ids, vocabulary = _names(len(inputs), numeric, {f: values[f] for f in categories})
     return encode(np.hstack(columns), ids, vocabulary, top)

@@ -23,7 +23,7 @@ from streamlearn.drift import ClassErrorDrift
 from streamlearn.evaluation import PrequentialEvaluator
 from streamlearn.features import FeatureBatch, Featurizer
 from streamlearn.labels import ArrivedLabels, Exchange, PendingEvents
-from streamlearn.models import BatchModel, build_model
+from streamlearn.models import BatchModel, LinearSklearnModel, build_model, reasons_of
 from streamlearn.roles.examples import Examples
 from streamlearn.tasks.base import LearnOutcome
 from streamlearn.tasks.delayed import DelayedLabels, source_of
@@ -207,13 +207,19 @@ class ClassificationTask:
         n = len(decoded)
         scores, versions = np.empty(n), np.empty(n, dtype=np.int64)
         reasons: list[str] | None = [] if self.config.outputs.reasons else None
+        # Linear scikit-learn models: each row's reason terms now, every row's reasons at once.
+        terms: list[tuple[np.ndarray, np.ndarray]] | None = None
+        if reasons is not None and isinstance(self.model, LinearSklearnModel):
+            terms = []
         outcome = LearnOutcome(learned=0)
         for i in range(n):
             row = features.row(i)
             versions[i] = self.model.version
             served = np.nan_to_num(self.model.predict_proba(row), nan=0.5).clip(0.0, 1.0)
             scores[i] = served[0]
-            if reasons is not None:
+            if terms is not None and isinstance(self.model, LinearSklearnModel):
+                terms.append(self.model.explanation_terms(row))
+            elif reasons is not None:
                 explained = explain(self.model, row)
                 if explained is None:
                     reasons = None  # the model gives none
@@ -223,6 +229,9 @@ class ClassificationTask:
             outcome.learned += step.learned
             outcome.drift |= step.drift
             outcome.metrics = step.metrics or outcome.metrics
+        if terms:
+            inputs = np.vstack([t[0] for t in terms])
+            reasons = reasons_of(features, inputs, np.vstack([t[1] for t in terms]), REASONS)
         scored = ScoredBatch(
             raw=raw,
             decoded=decoded,
@@ -440,7 +449,10 @@ def label_delays(arrived: ArrivedLabels | None, kept: list[dict[str, Any]]) -> n
     return np.maximum(np.asarray(delays, dtype=np.float64), 0.0)
 
 
-def explain(model: BatchModel, features: FeatureBatch, top: int = 3) -> list[str] | None:
+REASONS = 3  # reason codes per prediction
+
+
+def explain(model: BatchModel, features: FeatureBatch, top: int = REASONS) -> list[str] | None:
     """Reason codes from models that can give them (``explain``), else ``None``."""
     method = getattr(model, "explain", None)
     return None if method is None else list(method(features, top))
