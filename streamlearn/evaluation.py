@@ -115,7 +115,7 @@ def _as_pairs(scores: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.nd
     y = np.asarray(labels).ravel()
     if s.shape != y.shape:
         raise ValueError(f"got {len(s)} scores but {len(y)} labels; they must pair up")
-    if y.size and not np.isin(y, (0, 1)).all():
+    if y.dtype != np.bool_ and y.size and not ((y == 0) | (y == 1)).all():
         raise ValueError("labels must be 0/1 (or booleans)")
     return s, y.astype(np.int8)
 
