@@ -135,3 +135,16 @@ def test_differs_from_river_only_in_how_ties_count() -> None:
     ev.update(np.array([s for _, s in pairs]), np.array([y for y, _ in pairs]))
     assert river_auc.get() == pytest.approx(3 / 4)
     assert ev.auc() == pytest.approx(3.5 / 4)
+
+
+@pytest.mark.parametrize("labels", [[0, 2], [0.5, 1.0], [-1, 1]])
+def test_labels_other_than_0_and_1_are_refused(labels: list[float]) -> None:
+    with pytest.raises(ValueError, match="0/1"):
+        PrequentialEvaluator().update(np.array([0.1, 0.9]), np.array(labels))
+
+
+def test_booleans_and_integer_labels_are_taken() -> None:
+    ev = PrequentialEvaluator()
+    ev.update(np.array([0.1, 0.9]), np.array([False, True]))
+    ev.update(np.array([0.2, 0.8]), np.array([0, 1]))
+    assert ev.auc() == 1.0
