@@ -47,6 +47,7 @@ class BatchOutputs:
         self.learn_topic = learn_topic
         self.examples = examples
         self.dead_letters = DeadLetters(producer, dead_letter_topic, pipeline)
+        self._forgotten_before: int | None = None  # the label store's last forget bound
 
     def write(self, scored: ScoredBatch) -> None:
         """Write all outputs of ``scored`` durably.
@@ -78,6 +79,9 @@ class BatchOutputs:
         if "kafka" not in done:
             self.producer.flush()
             done.add("kafka")
+        if self.labels is not None and "settled" not in done:
+            self._settle_labels(scored)
+            done.add("settled")
         if "redis" not in done:
             if len(scored.decoded):
                 self.store.write(columns(scored))
@@ -86,6 +90,17 @@ class BatchOutputs:
     def close(self) -> None:
         """Deliver what is queued and disconnect the producer."""
         self.producer.close()
+
+    def _settle_labels(self, scored: ScoredBatch) -> None:
+        # The expired labels' dead letters are durable now: the store may delete them. And
+        # pending events no kept checkpoint can read again are deleted, once per new bound.
+        assert self.labels is not None
+        if scored.exchange is not None and scored.exchange.expired:
+            self.labels.dead_lettered(scored.exchange.expired)
+        before, last = scored.forget_before_ms, self._forgotten_before
+        if before is not None and (last is None or before > last):
+            self.labels.forget(before)
+            self._forgotten_before = before
 
     def _send_unmatched(self, raw: RawBatch, exchange: Exchange) -> None:
         # Label messages of this batch that matched nothing, and earlier ones that expired.

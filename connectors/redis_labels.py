@@ -4,9 +4,13 @@
 ``w`` (a scored event waits for its label: its payload, time and source), ``l`` (a label came
 before its event: its target, time, source and bytes) or ``j`` (joined: both, plus the source of
 the joiner, the message whose processing made the join). Waiting and joined entries expire after
-the horizon; early labels are also indexed in the ZSET ``{prefix}:{pipeline}:pending:early`` by
-event-time deadline, so labels whose event never came are dead-lettered as ``unknown_event``;
-one whose event turns out to lie more than the horizon before it is ``past_horizon``.
+the horizon; early labels are also indexed in the ZSET ``{prefix}:{pipeline}:pending-early`` by
+event-time deadline, so labels whose event never came are dead-lettered as ``unknown_event``
+(and deleted once the dead letter is durable); one whose event turns out to lie more than the
+horizon before it is ``past_horizon``. Where the store may forget by event time (one process
+owns the offsets), events are indexed in ``{prefix}:{pipeline}:pending-due`` by their deadline
+(event time plus horizon), and :meth:`RedisLabelStore.forget` deletes those past the bound, so
+a backlog keeps no more than a horizon of them.
 Each batch is one script call per chunk; the rules (see :mod:`streamlearn.labels`) make a replay
 after a crash learn each join exactly once. Standalone Redis only (keys are built in the script).
 """
@@ -21,12 +25,16 @@ from connectors.redis_store import _classified
 from streamlearn.labels import ArrivedLabels, Exchange, ExpiredLabel, Join, PendingEvents
 from streamlearn.rejections import Rejection
 
-# ARGV: key prefix, horizon ms, number of events, then 4 per event (id, source, ts, payload),
-# then 5 per label (id, source, ts, target, value). KEYS[1]: the early-label index.
+# ARGV: key prefix, horizon ms, index events by deadline (1/0), number of events, then 4 per
+# event (id, source, ts, payload), then 5 per label (id, source, ts, target, value).
+# KEYS[1]: the early-label index; KEYS[2]: the events' deadline index.
 _EXCHANGE = """
-local base, horizon, n = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+local base, horizon, index, n = ARGV[1], tonumber(ARGV[2]), ARGV[3] == '1', tonumber(ARGV[4])
 local out = {}
-local i = 4
+local i = 5
+local function due(id, ts)
+  if index then redis.call('ZADD', KEYS[2], tonumber(ts) + horizon, id) end
+end
 for _ = 1, n do
   local id, src, ts, payload = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
   i = i + 4
@@ -35,26 +43,34 @@ for _ = 1, n do
   if not st then
     redis.call('HSET', key, 'st', 'w', 'p', payload, 'et', ts, 'es', src)
     redis.call('PEXPIRE', key, horizon)
+    due(id, ts)
     out[#out + 1] = 'stored'
   elseif st == 'l' then
     local f = redis.call('HMGET', key, 'lt', 'lts', 'ls', 'lv')
     redis.call('ZREM', KEYS[1], id)
     if tonumber(f[2]) - tonumber(ts) > horizon then
-      -- the label was read first, and lies past the horizon after its event: refused
+      -- the label was read first, and lies past the horizon after its event: refused, and
+      -- kept with the event so that a replay of the event refuses it again
       redis.call('DEL', key)
-      redis.call('HSET', key, 'st', 'w', 'p', payload, 'et', ts, 'es', src)
+      redis.call('HSET', key, 'st', 'w', 'p', payload, 'et', ts, 'es', src, 'xs', f[3], 'xv', f[4])
       redis.call('PEXPIRE', key, horizon)
+      due(id, ts)
       out[#out + 1] = {'late', f[3], f[4]}
     else
       redis.call('HSET', key, 'st', 'j', 'p', payload, 'et', ts, 'es', src, 'jn', src, 'lv', '')
       redis.call('PEXPIRE', key, horizon)
+      due(id, ts)
       out[#out + 1] = {'join', payload, f[1], src}
     end
-  elseif st == 'j' and redis.call('HGET', key, 'jn') == src then
-    local f = redis.call('HMGET', key, 'p', 'lt')
-    out[#out + 1] = {'join', f[1], f[2], src}
   else
-    out[#out + 1] = 'replay'
+    local f = redis.call('HMGET', key, 'jn', 'p', 'lt', 'es', 'xs', 'xv')
+    if st == 'j' and f[1] == src then
+      out[#out + 1] = {'join', f[2], f[3], src}
+    elseif f[4] == src and f[5] then
+      out[#out + 1] = {'late', f[5], f[6]}
+    else
+      out[#out + 1] = 'replay'
+    end
   end
 end
 while i <= #ARGV do
@@ -87,21 +103,53 @@ end
 return out
 """
 
-# Early labels whose deadline (event time) passed: remove and return them. ARGV: prefix,
-# watermark ms, limit.
-_EXPIRE = """
-local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[2], 'LIMIT', 0, tonumber(ARGV[3]))
+# Early labels whose deadline (event time) passed, from position ARGV[4] of the index: returned,
+# and kept until their dead letters are durable. Index entries whose key is gone (its TTL, or a
+# join) are dropped. Returns the labels and how many index entries were kept. ARGV: prefix,
+# watermark ms, limit, start.
+_EXPIRED = """
+local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[2], 'LIMIT', tonumber(ARGV[4]),
+  tonumber(ARGV[3]))
 local out = {}
 for _, id in ipairs(ids) do
-  local key = ARGV[1] .. id
-  local f = redis.call('HMGET', key, 'st', 'ls', 'lv')
+  local f = redis.call('HMGET', ARGV[1] .. id, 'st', 'ls', 'lv')
   if f[1] == 'l' then
     out[#out + 1] = {id, f[2], f[3]}
+  else
+    redis.call('ZREM', KEYS[1], id)
+  end
+end
+return {out, #ids}
+"""
+
+# Expired early labels now dead-lettered: deleted, if still the same label. ARGV: prefix, then
+# (id, source) pairs.
+_DEAD_LETTERED = """
+for i = 2, #ARGV, 2 do
+  local key = ARGV[1] .. ARGV[i]
+  local f = redis.call('HMGET', key, 'st', 'ls')
+  if f[1] == 'l' and f[2] == ARGV[i + 1] then
+    redis.call('DEL', key)
+    redis.call('ZREM', KEYS[1], ARGV[i])
+  end
+end
+return 0
+"""
+
+# Events whose deadline lies before ARGV[2]: deleted (waiting or joined; an early label since
+# stored under the id stays), and out of the index. ARGV: prefix, before ms, limit.
+_FORGET = """
+local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', '(' .. ARGV[2], 'LIMIT', 0,
+  tonumber(ARGV[3]))
+for _, id in ipairs(ids) do
+  local key = ARGV[1] .. id
+  local st = redis.call('HGET', key, 'st')
+  if st == 'w' or st == 'j' then
     redis.call('DEL', key)
   end
   redis.call('ZREM', KEYS[1], id)
 end
-return out
+return #ids
 """
 
 _CHUNK = 500
@@ -120,22 +168,63 @@ class RedisLabelStore:
     ...     first = store.exchange(events, ArrivedLabels(), watermark_ms=1_000)
     ...     joined = store.exchange(PendingEvents(), label, watermark_ms=2_000)
     ...     again = store.exchange(PendingEvents(), label, watermark_ms=2_000)  # a replay
+    ...     forgotten = store.forget(before_ms=1_000 + 3_600_000 + 1)  # every checkpoint is past
     >>> len(first.joins), [(j.event_id, j.target, j.joiner) for j in joined.joins]
     (0, [('e1', 1, 'lb/0/0')])
     >>> [(j.event_id, j.joiner) for j in again.joins]  # the joiner replayed: learned again
     [('e1', 'lb/0/0')]
+    >>> forgotten
+    1
+
+    ``forgets=False`` (scorers, which keep no checkpoint) leaves events to their TTL alone.
     """
 
-    def __init__(self, client: redis.Redis, prefix: str, pipeline: str, horizon_s: float) -> None:
+    def __init__(
+        self,
+        client: redis.Redis,
+        prefix: str,
+        pipeline: str,
+        horizon_s: float,
+        forgets: bool = True,
+    ) -> None:
         self.client = client
         self.base = f"{prefix}:{pipeline}:pending:"
-        self.early = f"{self.base}early"
+        # Indexes beside the entries, not among them: an event id may be any string.
+        self.early = f"{prefix}:{pipeline}:pending-early"
+        self.due = f"{prefix}:{pipeline}:pending-due"
         self.horizon_ms = int(horizon_s * 1000)
+        self.forgets = forgets
         self._exchange = client.register_script(_EXCHANGE)
-        self._expire = client.register_script(_EXPIRE)
+        self._expire = client.register_script(_EXPIRED)
+        self._dead_lettered = client.register_script(_DEAD_LETTERED)
+        self._forget = client.register_script(_FORGET)
+
+    def dead_lettered(self, expired: list[ExpiredLabel]) -> None:
+        """Delete the expired early labels whose dead letters are durable."""
+        early = [label for label in expired if label.reason == "unknown_event"]
+        try:
+            for start in range(0, len(early), _CHUNK):
+                args: list[str] = [self.base]
+                for label in early[start : start + _CHUNK]:
+                    args += (label.event_id, label.source)
+                self._dead_lettered(keys=[self.early], args=args)
+        except redis.RedisError as exc:
+            raise _classified(exc, "deleting dead-lettered labels in Redis") from exc
+
+    def forget(self, before_ms: int) -> int:
+        """Delete waiting and joined events whose deadline lies before ``before_ms``."""
+        forgotten = 0
+        try:
+            while True:
+                found = int(self._forget(keys=[self.due], args=[self.base, before_ms, 1000]))
+                forgotten += found
+                if found < 1000:
+                    return forgotten
+        except redis.RedisError as exc:
+            raise _classified(exc, "forgetting pending events in Redis") from exc
 
     def exchange(self, events: PendingEvents, labels: ArrivedLabels, watermark_ms: int) -> Exchange:
-        """Store events, join labels, and expire early labels past ``watermark_ms``."""
+        """Store events, join labels, and return early labels past ``watermark_ms``."""
         out = Exchange()
         try:
             for start in range(0, len(events), _CHUNK):
@@ -148,7 +237,9 @@ class RedisLabelStore:
         return out
 
     def _call(self, args: list[Any]) -> list[Any]:
-        result = self._exchange(keys=[self.early], args=[self.base, self.horizon_ms, *args])
+        index = 1 if self.forgets else 0
+        keys = [self.early, self.due]
+        result = self._exchange(keys=keys, args=[self.base, self.horizon_ms, index, *args])
         return list(result)
 
     def _events(self, events: PendingEvents, start: int, stop: int, out: Exchange) -> None:
@@ -186,11 +277,14 @@ class RedisLabelStore:
                 out.unmatched.append(Rejection(labels.rows[i], reason, detail))
 
     def _expired(self, watermark_ms: int, out: Exchange) -> None:
+        start = 0
         while True:
-            found = self._expire(keys=[self.early], args=[self.base, watermark_ms, 1000])
+            args: list[str | int] = [self.base, watermark_ms, 1000, start]
+            found, scanned = self._expire(keys=[self.early], args=args)
             for event_id, source, value in found:
                 out.expired.append(ExpiredLabel(_text(event_id), _text(source), value or b""))
-            if len(found) < 1000:
+            start += len(found)  # those stay in the index until dead-lettered
+            if int(scanned) < 1000:
                 return
 
 

@@ -278,7 +278,13 @@ class App:
             config.dead_letter_topic,
             config.outputs.predictions_topic,
             labels=RedisLabelStore(
-                client, self.config.redis.prefix, config.name, config.labels.horizon_s
+                client,
+                self.config.redis.prefix,
+                config.name,
+                config.labels.horizon_s,
+                # Only the owner of offsets and checkpoints knows what may be forgotten;
+                # a scorer's pending events go by their TTL alone.
+                forgets=self.role == "all",
             )
             if config.labels is not None
             else None,

@@ -6,6 +6,13 @@ second *joins* the pair and is its **joiner**: the join is learned when the join
 learned. A replay after a crash re-reads the joiner (it lies past the checkpoint) and learns the
 join again, into the model restored from that checkpoint; any other replayed message leaves it
 alone. That is what makes learning from delayed labels exactly once across crashes.
+
+Labels given up (their event never came, or lies past the horizon) are returned until the
+writer says their dead letters are durable (:meth:`LabelStore.dead_lettered`): a crash in
+between sends them again rather than not at all. Entries are deleted by event time once no
+message that touched them can be read again (:meth:`LabelStore.forget`, with the bound of
+:class:`streamlearn.watermarks.ForgetMarks`), so a backlog holds no more of them than the
+horizon's worth, as a live stream does through the entries' TTL.
 """
 
 from __future__ import annotations
@@ -87,7 +94,23 @@ class LabelStore(Protocol):
     """Keeps pending events and early labels, and joins them (Redis in production)."""
 
     def exchange(self, events: PendingEvents, labels: ArrivedLabels, watermark_ms: int) -> Exchange:
-        """Store the batch's events, join what can be joined, expire what waited too long."""
+        """Store the batch's events, join what can be joined, expire what waited too long.
+
+        Early labels whose deadline ``watermark_ms`` passed are returned in
+        :attr:`Exchange.expired` by every call until :meth:`dead_lettered` is told of them.
+        """
+        ...
+
+    def dead_lettered(self, expired: list[ExpiredLabel]) -> None:
+        """The dead letters of these expired labels are durable: stop returning them."""
+        ...
+
+    def forget(self, before_ms: int) -> int:
+        """Delete events (waiting or joined) whose deadline lies before ``before_ms``.
+
+        Returns how many were deleted. A label read later for a forgotten event is an
+        early label whose event never comes (``unknown_event``), as after the entry's TTL.
+        """
         ...
 
 
@@ -178,6 +201,8 @@ class MemoryLabelStore:
     >>> joined = store.exchange(event, ArrivedLabels(), watermark_ms=400).joins
     >>> [(j.event_id, j.target, j.joiner) for j in joined]
     [('e1', 1, 'ev/0/0')]
+    >>> store.forget(before_ms=400 + 60_000 + 1), store.entries
+    (1, {})
     """
 
     def __init__(self, horizon_s: float) -> None:
@@ -185,7 +210,7 @@ class MemoryLabelStore:
         self.entries: dict[str, dict[str, Any]] = {}
 
     def exchange(self, events: PendingEvents, labels: ArrivedLabels, watermark_ms: int) -> Exchange:
-        """Store events, join labels, expire early labels past ``watermark_ms``."""
+        """Store events, join labels, return early labels past ``watermark_ms``."""
         out = Exchange()
         for event_id, source, ts, payload in zip(
             events.event_ids, events.sources, events.ts_ms, events.payloads
@@ -193,11 +218,28 @@ class MemoryLabelStore:
             self._event(event_id, source, ts, payload, out)
         for i, event_id in enumerate(labels.event_ids):
             self._label(labels, i, event_id, out)
-        for event_id, entry in list(self.entries.items()):
-            if entry["st"] == "l" and entry["deadline"] <= watermark_ms:
+        for event_id, entry in self.entries.items():
+            if entry["st"] == "l" and entry["lts"] + self.horizon_ms <= watermark_ms:
                 out.expired.append(ExpiredLabel(event_id, entry["ls"], entry["lv"]))
-                del self.entries[event_id]
         return out
+
+    def dead_lettered(self, expired: list[ExpiredLabel]) -> None:
+        """Delete the expired early labels whose dead letters are durable."""
+        for label in expired:
+            entry = self.entries.get(label.event_id)
+            if entry is not None and entry["st"] == "l" and entry["ls"] == label.source:
+                del self.entries[label.event_id]
+
+    def forget(self, before_ms: int) -> int:
+        """Delete waiting and joined events whose deadline lies before ``before_ms``."""
+        gone = [
+            event_id
+            for event_id, entry in self.entries.items()
+            if entry["st"] in ("w", "j") and entry["et"] + self.horizon_ms < before_ms
+        ]
+        for event_id in gone:
+            del self.entries[event_id]
+        return len(gone)
 
     def _event(self, event_id: str, source: str, ts: int, payload: bytes, out: Exchange) -> None:
         entry = self.entries.get(event_id)
@@ -205,12 +247,16 @@ class MemoryLabelStore:
             self.entries[event_id] = {"st": "w", "p": payload, "et": ts, "es": source}
         elif entry["st"] == "l" and entry["lts"] - ts > self.horizon_ms:
             out.expired.append(ExpiredLabel(event_id, entry["ls"], entry["lv"], "past_horizon"))
-            self.entries[event_id] = {"st": "w", "p": payload, "et": ts, "es": source}
+            # The refused label is kept with the event: a replay of the event refuses it again.
+            waiting = {"st": "w", "p": payload, "et": ts, "es": source}
+            self.entries[event_id] = {**waiting, "xs": entry["ls"], "xv": entry["lv"]}
         elif entry["st"] == "l":
             entry.update(st="j", p=payload, et=ts, es=source, jn=source)
             out.joins.append(Join(event_id, payload, entry["lt"], source))
         elif entry["st"] == "j" and entry["jn"] == source:
             out.joins.append(Join(event_id, entry["p"], entry["lt"], source))
+        elif entry.get("es") == source and "xs" in entry:
+            out.expired.append(ExpiredLabel(event_id, entry["xs"], entry["xv"], "past_horizon"))
 
     def _label(self, labels: ArrivedLabels, i: int, event_id: str, out: Exchange) -> None:
         source, ts, target = labels.sources[i], labels.ts_ms[i], labels.targets[i]
@@ -222,7 +268,6 @@ class MemoryLabelStore:
                 "ls": source,
                 "lv": labels.values[i],
                 "lts": ts,
-                "deadline": ts + self.horizon_ms,
             }
         elif entry["st"] == "w":
             if ts - entry["et"] > self.horizon_ms:

@@ -24,7 +24,7 @@ from streamlearn.delivery import Delivery
 from streamlearn.errors import PipelineFenced, StreamlearnError
 from streamlearn.hooks import PipelineHooks
 from streamlearn.offsets import OffsetLedger, Offsets
-from streamlearn.tasks.base import LearnsEach, Scored, Task
+from streamlearn.tasks.base import KeepsCheckpoints, LearnsEach, Scored, Task
 
 log = logging.getLogger(__name__)
 
@@ -323,6 +323,8 @@ class PipelineRunner:
             # Not saved: nothing is committed past the last checkpoint; a crash replays more.
             log.warning("%s: saving the model checkpoint failed: %s", self.pipeline.name, exc)
             return False
+        if isinstance(self.pipeline, KeepsCheckpoints):
+            self.pipeline.checkpointed(cp.keep)
         self.hooks.on_stage(self.pipeline.name, "checkpoint", self.clock() - started)
         self.hooks.on_checkpoint(self.pipeline.name, checkpoint.created)
         return True

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 
 from streamlearn.labels import ArrivedLabels, LabelStore, PendingEvents
 
@@ -116,6 +117,24 @@ def check_a_label_read_first_but_past_the_horizon_is_refused_when_its_event_come
     assert store.exchange(NONE_E, NONE_L, 10**12).expired == []  # dead-lettered once
 
 
+def check_a_replayed_event_refuses_its_late_label_again(make: Make) -> None:
+    # A crash after the refusal, before its dead letter was durable: the event is read again
+    # and the refusal comes again (a dead letter twice rather than none).
+    store = make()
+    late = 1_000 + HORIZON_S * 1000 + 1
+    store.exchange(NONE_E, labels(("e1", 1, "lb/0/5", late)), 0)
+    store.exchange(events(("e1", "ev/0/1", 1_000)), NONE_L, 1_000)
+    again = store.exchange(events(("e1", "ev/0/1", 1_000)), NONE_L, 1_000)
+    assert again.joins == []
+    assert [(x.event_id, x.source, x.reason) for x in again.expired] == [
+        ("e1", "lb/0/5", "past_horizon")
+    ]
+    store.dead_lettered(again.expired)
+    # Still an event waiting for a label within the horizon.
+    joined = store.exchange(NONE_E, labels(("e1", 0, "lb/0/8", 2_000)), 1_000)
+    assert [(j.event_id, j.joiner) for j in joined.joins] == [("e1", "lb/0/8")]
+
+
 def check_a_label_whose_event_never_comes_expires(make: Make) -> None:
     store = make()
     store.exchange(NONE_E, labels(("ghost", 1, "lb/0/5", 1_000)), 0)
@@ -125,7 +144,46 @@ def check_a_label_whose_event_never_comes_expires(make: Make) -> None:
         ("ghost", "lb/0/5", "unknown_event")
     ]
     assert out.expired[0].value == b'{"event_id": "ghost"}'
+    store.dead_lettered(out.expired)
     assert store.exchange(NONE_E, NONE_L, 10**12).expired == []  # once
+
+
+def check_an_expired_label_comes_back_until_its_dead_letter_is_durable(make: Make) -> None:
+    store = make()
+    store.exchange(NONE_E, labels(("ghost", 1, "lb/0/5", 1_000)), 0)
+    deadline = 1_000 + HORIZON_S * 1000
+    first = store.exchange(NONE_E, NONE_L, deadline)
+    # The process died before the dead letter was flushed: the next batch gives it again.
+    again = store.exchange(NONE_E, NONE_L, deadline + 5)
+    assert [(x.event_id, x.source) for x in again.expired] == [("ghost", "lb/0/5")]
+    # A stale confirmation (another label since stored under the id) deletes nothing.
+    store.dead_lettered([replace(first.expired[0], source="lb/0/4")])
+    assert len(store.exchange(NONE_E, NONE_L, deadline + 6).expired) == 1
+    store.dead_lettered(again.expired)
+    assert store.exchange(NONE_E, NONE_L, 10**12).expired == []
+
+
+def check_forget_deletes_events_whose_deadline_is_past_the_bound(make: Make) -> None:
+    store = make()
+    store.exchange(
+        events(
+            ("waiting", "ev/0/1", 1_000), ("joined", "ev/0/2", 1_000), ("later", "ev/0/3", 9_000)
+        ),
+        labels(("joined", 1, "lb/0/1", 1_500), ("early", 1, "lb/0/2", 1_000)),
+        1_000,
+    )
+    deadline = 1_000 + HORIZON_S * 1000
+    assert store.forget(deadline) == 0  # the bound is exclusive
+    assert store.forget(deadline + 1) == 2  # "waiting" and "joined"; not "later", not "early"
+    # The event that came later still joins its label; the early label still waits for its own.
+    joined = store.exchange(NONE_E, labels(("later", 0, "lb/0/3", 9_500)), 9_000)
+    assert [(j.event_id, j.joiner) for j in joined.joins] == [("later", "lb/0/3")]
+    came = store.exchange(events(("early", "ev/0/4", 1_200)), NONE_L, 9_000)
+    assert [(j.event_id, j.joiner) for j in came.joins] == [("early", "ev/0/4")]
+    # A label for a forgotten event waits as an early label and is given up as unknown_event.
+    store.exchange(NONE_E, labels(("waiting", 1, "lb/0/9", 2_000)), 9_000)
+    out = store.exchange(NONE_E, NONE_L, 2_000 + HORIZON_S * 1000)
+    assert [(x.event_id, x.reason) for x in out.expired] == [("waiting", "unknown_event")]
 
 
 CHECKS = [value for name, value in sorted(globals().items()) if name.startswith("check_")]

@@ -53,6 +53,15 @@ class LearnOutcome:
 
 
 @runtime_checkable
+class KeepsCheckpoints(Protocol):
+    """A task told when its state is saved, e.g. to forget what no kept checkpoint can replay."""
+
+    def checkpointed(self, kept: int) -> None:
+        """The state :meth:`Task.snapshot` last returned is saved; ``kept`` versions are kept."""
+        ...
+
+
+@runtime_checkable
 class LearnsEach(Protocol):
     """A task that can take a batch as batches of one in one pass (``min = max size 1``)."""
 

@@ -28,6 +28,7 @@ from streamlearn.roles.examples import Examples
 from streamlearn.tasks.base import LearnOutcome
 from streamlearn.tasks.delayed import DelayedLabels, source_of
 from streamlearn.tasks.entity_features import EntityFeatures, MemoryStateStore, StateStore
+from streamlearn.watermarks import ForgetMarks, Watermark
 
 
 @dataclass(slots=True)
@@ -49,6 +50,11 @@ class ScoredBatch:
     pending: PendingEvents | None = None
     label_rejected: list[Rejection] = field(default_factory=list)
     watermark_ms: int = 0
+    # The events watermark before this batch: early labels that expired past it are sent
+    # again (a replay after a crash), none that expired before it.
+    since_ms: int = 0
+    # Pending entries whose deadline lies before this may be deleted (see ForgetMarks).
+    forget_before_ms: int | None = None
     exchange: Exchange | None = None
     # Per event, the top features pushing its score up, as JSON (models that can tell).
     reasons: list[str] | None = None
@@ -122,13 +128,12 @@ class ClassificationTask:
             if config.schema_.aggregates
             else None
         )
-        # The newest event time seen per events partition; early labels expire at the least of
-        # them, so a partition that lags behind the others does not lose its labels.
-        self.partition_times: dict[int, int] = {}
-        self.watermark_ms = 0
-        # The events partitions this process reads (None until the source says). One assigned
-        # but not read yet holds the watermark back: its events may be far behind the others'.
-        self.events_partitions: frozenset[int] | None = None
+        # Event time each topic's partitions have got to. Early labels expire at the events
+        # watermark, so a partition that lags behind the others does not lose its labels;
+        # with the labels one, it bounds what the label store may forget after checkpoints.
+        self.events_time = Watermark()
+        self.labels_time = Watermark()
+        self.marks = ForgetMarks()
 
     def fresh_model(self) -> BatchModel:
         """A new, untrained model as configured."""
@@ -168,8 +173,13 @@ class ClassificationTask:
         if self.delayed is not None:
             names = self.entity_features.names if self.entity_features is not None else []
             scored.pending = self.delayed.pending(raw, decoded, scores, names)
-            self.watermark_ms = self._advance_watermark(raw, decoded.index, decoded.timestamps_ms)
-            scored.watermark_ms = self.watermark_ms
+            scored.since_ms = self.events_time.value
+            partitions = np.asarray(raw.partitions, dtype=np.int64)
+            rows = decoded.index
+            scored.watermark_ms = self.events_time.advance(partitions[rows], decoded.timestamps_ms)
+            if arrived is not None and len(arrived):
+                self.labels_time.advance(partitions[arrived.rows], np.asarray(arrived.ts_ms))
+            scored.forget_before_ms = self.marks.before_ms
         return scored
 
     def assigned(self, partitions: list[tuple[str, int]]) -> None:
@@ -178,7 +188,10 @@ class ClassificationTask:
         Called from the Kafka client's thread; the set is swapped whole, never mutated.
         """
         topic = self.config.source.topic
-        self.events_partitions = frozenset(p for t, p in partitions if t == topic)
+        self.events_time.reading = frozenset(p for t, p in partitions if t == topic)
+        if self.config.labels is not None:
+            labels = self.config.labels.topic
+            self.labels_time.reading = frozenset(p for t, p in partitions if t == labels)
 
     @property
     def learns_each(self) -> bool:
@@ -247,26 +260,6 @@ class ClassificationTask:
         )
         return scored, outcome
 
-    def _advance_watermark(self, raw: RawBatch, rows: np.ndarray, times_ms: np.ndarray) -> int:
-        """Event time every events partition read here has got to: the least of their maxima.
-
-        It never goes backwards. A partition that stops sending holds it back, and so does one
-        assigned but not read yet (a backlog read partition by partition), so labels whose
-        event has not come are expired late rather than early (none is lost).
-        """
-        partitions = np.asarray(raw.partitions, dtype=np.int64)[rows]
-        for partition in np.unique(partitions).tolist():
-            newest = int(times_ms[partitions == partition].max())
-            self.partition_times[partition] = max(self.partition_times.get(partition, 0), newest)
-        reading = self.events_partitions
-        if reading:
-            if any(p not in self.partition_times for p in reading):
-                return self.watermark_ms
-            return max(self.watermark_ms, min(self.partition_times[p] for p in reading))
-        if not self.partition_times:
-            return self.watermark_ms
-        return max(self.watermark_ms, min(self.partition_times.values()))
-
     @property
     def model_version(self) -> int:
         """Learning steps of the serving model."""
@@ -286,14 +279,27 @@ class ClassificationTask:
 
     def snapshot(self) -> dict[str, Any]:
         """Everything learned, for a checkpoint: model, evaluator, drift detector, challenger."""
+        both = self.delayed is not None and self.events_time.started and self.labels_time.started
+        self.marks.snapshotted(
+            min(self.events_time.value, self.labels_time.value) if both else None
+        )
         return {
             "model": self.model,
             "evaluator": self.evaluator,
             "drift": self.drift,
             "challenger": self.challenger,
-            "watermark_ms": self.watermark_ms,
-            "partition_times": dict(self.partition_times),
+            "watermark_ms": self.events_time.value,
+            "partition_times": dict(self.events_time.times),
+            "labels_watermark": self.labels_time.state(),
         }
+
+    def checkpointed(self, kept: int) -> None:
+        """The state :meth:`snapshot` last returned is saved; ``kept`` versions are kept.
+
+        From then on, the label store may forget pending entries every kept checkpoint has
+        read past (:class:`streamlearn.watermarks.ForgetMarks`).
+        """
+        self.marks.checkpointed(kept)
 
     def load_snapshot(self, state: dict[str, Any]) -> None:
         """Put back what :meth:`snapshot` returned (e.g. unpickled from a checkpoint)."""
@@ -301,8 +307,9 @@ class ClassificationTask:
         self.evaluator = state.get("evaluator") or self.evaluator
         self.drift = state.get("drift", self.drift)
         self.challenger = state.get("challenger")
-        self.watermark_ms = state.get("watermark_ms", 0)
-        self.partition_times = dict(state.get("partition_times", {}))
+        self.events_time.load(state.get("watermark_ms", 0), state.get("partition_times", {}))
+        labels = state.get("labels_watermark", {"value": 0, "times": {}})
+        self.labels_time.load(labels["value"], labels["times"])
 
     def learn(self, scored: ScoredBatch, keep: np.ndarray | None = None) -> LearnOutcome:
         """Evaluate the served scores against the labels, then learn from the labelled events.

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import os
+import pickle
 import random
 import signal
 import subprocess
@@ -34,7 +35,9 @@ from kafka import KafkaConsumer
 from connectors.embedded import free_port, redis_server_binary
 from connectors.kafka import KafkaSink, committed_offsets, end_offsets, read_all
 from connectors.redis_aggregates import AggregateStore
+from connectors.redis_checkpoints import RedisCheckpointStore
 from streamlearn.aggregates import Aggregator
+from streamlearn.checkpoint import Checkpoint
 from streamlearn.config import parse_config
 from streamlearn.config_aggregates import AggregateSpec
 from streamlearn.errors import ConfigError
@@ -418,6 +421,18 @@ def newest_checkpoint(config_path: Path) -> dict[str, Any]:
     return listed[0] if listed else {}
 
 
+def forget_bound(redis_url: str, prefix: str, pipeline: str = PIPELINE) -> int:
+    """What the newest checkpoint read past of both topics: the lesser of its events and labels
+    watermarks. The label store forgets only entries whose deadline lies before this (or before
+    an older checkpoint's); 0 if there is no checkpoint."""
+    store = RedisCheckpointStore(redis.Redis.from_url(redis_url), prefix, pipeline)
+    versions = store.versions()
+    if not versions:
+        return 0
+    state = pickle.loads(Checkpoint.from_fields(store.load(versions[0])).state)["pipeline"]
+    return min(int(state["watermark_ms"]), int(state["labels_watermark"]["value"]))
+
+
 def checkpoint_offsets(checkpoint: dict[str, Any]) -> dict[tuple[str, int], int]:
     """The offsets a checkpoint (as :func:`newest_checkpoint` returns it) learned up to."""
     return {(o["topic"], o["partition"]): o["offset"] for o in checkpoint.get("offsets", [])}
@@ -583,8 +598,8 @@ def pending_entries(
     """The pipeline's pending entries by event id, and how many early labels are indexed."""
     client = redis.Redis.from_url(redis_url)
     base = f"{prefix}:{pipeline}:pending:"
-    early = f"{base}early"
-    keys = [k for k in client.scan_iter(match=f"{base}*", count=1000) if k.decode() != early]
+    early = f"{prefix}:{pipeline}:pending-early"
+    keys = list(client.scan_iter(match=f"{base}*", count=1000))
     with client.pipeline(transaction=False) as pipe:
         for key in keys:
             pipe.hgetall(key)
