@@ -36,12 +36,20 @@ _TIMEOUT_S = 900
 
 
 def run_end_to_end(
-    spec: StreamSpec, bootstrap: str, redis_url: str, topic: str, profile: Path | None = None
+    spec: StreamSpec,
+    bootstrap: str,
+    redis_url: str,
+    topic: str,
+    profile: Path | None = None,
+    checkpoint: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Produce ``spec``'s stream to ``topic`` (and ``topic``-labels), then process it; figures."""
+    """Produce ``spec``'s stream to ``topic`` (and ``topic``-labels), then process it; figures.
+
+    ``checkpoint`` overrides the pipeline's checkpoint settings (default: the defaults).
+    """
     produced = _in_child(_produce, spec, bootstrap, topic)
     processed = _in_child(
-        _process, produced["messages"], bootstrap, redis_url, topic, profile=profile
+        _process, produced["messages"], bootstrap, redis_url, topic, checkpoint, profile=profile
     )
     return {"produced": produced, **processed}
 
@@ -198,7 +206,13 @@ class Sampler(threading.Thread):
         }
 
 
-def _process(messages: int, bootstrap: str, redis_url: str, topic: str) -> dict[str, Any]:
+def _process(
+    messages: int,
+    bootstrap: str,
+    redis_url: str,
+    topic: str,
+    checkpoint: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     import logging
 
     from streamlearn.app import App
@@ -207,7 +221,7 @@ def _process(messages: int, bootstrap: str, redis_url: str, topic: str) -> dict[
     logging.getLogger("kafka").setLevel(logging.ERROR)
     rss_start = rss_mb()
     prefix = f"bench{int(time.time())}"
-    config = app_config(bootstrap, redis_url, topic, prefix)
+    config = app_config(bootstrap, redis_url, topic, prefix, checkpoint)
     timing = Timing()
     evaluators: list[KeepServed] = []
     joiners: Counter[str] = Counter()  # which message made each join: the event or the label

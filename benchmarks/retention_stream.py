@@ -150,13 +150,21 @@ def pipeline_config(*, aggregates: bool = True, batch_size: int = 256) -> Pipeli
     return PipelineConfig.model_validate(data)
 
 
-def app_config(bootstrap: str, redis_url: str, topic: str, prefix: str) -> AppConfig:
-    """The whole application for the end-to-end run: adaptive batching, labels, aggregates."""
-    # Checkpoints every 2 s, 3 kept (defaults: 10 s, 5): pending events are forgotten once every
-    # kept checkpoint has read past their deadline, so at the defaults the store would start
-    # forgetting only after 50 s, longer than this whole run (the bound is in the README).
+def app_config(
+    bootstrap: str,
+    redis_url: str,
+    topic: str,
+    prefix: str,
+    checkpoint: dict[str, Any] | None = None,
+) -> AppConfig:
+    """The whole application for the end-to-end run: adaptive batching, labels, aggregates.
+
+    Checkpoints at the defaults (every 10 s, 5 kept), as production runs them, unless
+    ``checkpoint`` sets its keys.
+    """
     pipeline = pipeline_dict(topic=topic, labels_topic=f"{topic}-labels")
-    pipeline["checkpoint"] = {"interval_s": 2.0, "keep": 3}
+    if checkpoint:
+        pipeline["checkpoint"] = dict(checkpoint)
     data = {
         "kafka": {"bootstrap": bootstrap, "session_timeout_ms": 6000, "heartbeat_interval_ms": 500},
         "redis": {"url": redis_url, "prefix": prefix},
