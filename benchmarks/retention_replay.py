@@ -46,22 +46,28 @@ class PrunedLabelStore(MemoryLabelStore):
         self._early: set[str] = set()  # ids of labels waiting for their event
         self._since_sweep = 0
 
-    def exchange(self, events: PendingEvents, labels: ArrivedLabels, watermark_ms: int) -> Exchange:
+    def exchange(
+        self,
+        events: PendingEvents,
+        labels: ArrivedLabels,
+        watermark_ms: int,
+        floor_ms: int = 0,
+    ) -> Exchange:
         """Store events, join labels, expire early labels past ``watermark_ms``."""
         out = Exchange()
         for event_id, source, ts, payload in zip(
             events.event_ids, events.sources, events.ts_ms, events.payloads
         ):
-            self._event(event_id, source, ts, payload, out)
+            self._event(event_id, source, ts, payload, ts + self.horizon_ms, out)
         for i, event_id in enumerate(labels.event_ids):
-            self._label(labels, i, event_id, out)
+            self._label(labels, i, event_id, floor_ms + self.horizon_ms, out)
             if self.entries.get(event_id, {}).get("st") == "l":
                 self._early.add(event_id)
         for event_id in list(self._early):
             entry = self.entries.get(event_id)
             if entry is None or entry["st"] != "l":
                 self._early.discard(event_id)
-            elif entry["deadline"] <= watermark_ms:
+            elif entry["lts"] + self.horizon_ms <= watermark_ms:
                 out.expired.append(ExpiredLabel(event_id, entry["ls"], entry["lv"]))
                 del self.entries[event_id]
                 self._early.discard(event_id)

@@ -7,6 +7,7 @@ all of it is durable, or raises.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 
 import orjson
@@ -48,6 +49,8 @@ class BatchOutputs:
         self.examples = examples
         self.dead_letters = DeadLetters(producer, dead_letter_topic, pipeline)
         self._forgotten_before: int | None = None  # the label store's last forget bound
+        self._forgot_at = 0.0  # when (monotonic) the label store last forgot or pruned
+        self.clock = time.monotonic
 
     def write(self, scored: ScoredBatch) -> None:
         """Write all outputs of ``scored`` durably.
@@ -62,7 +65,10 @@ class BatchOutputs:
         if self.labels is not None and "labels" not in done and scored.pending is not None:
             # First, so labels that match nothing are dead-lettered with this batch.
             scored.exchange = self.labels.exchange(
-                scored.pending, scored.arrived or ArrivedLabels(), scored.watermark_ms
+                scored.pending,
+                scored.arrived or ArrivedLabels(),
+                scored.watermark_ms,
+                floor_ms=scored.floor_ms,
             )
             done.add("labels")
         if "queued" not in done:
@@ -93,14 +99,17 @@ class BatchOutputs:
 
     def _settle_labels(self, scored: ScoredBatch) -> None:
         # The expired labels' dead letters are durable now: the store may delete them. And
-        # pending events no kept checkpoint can read again are deleted, once per new bound.
+        # pending events no kept checkpoint can read again are deleted when the bound moves
+        # (at a checkpoint); at least once a second the store drops what the TTL removed.
         assert self.labels is not None
         if scored.exchange is not None and scored.exchange.expired:
             self.labels.dead_lettered(scored.exchange.expired)
         before, last = scored.forget_before_ms, self._forgotten_before
-        if before is not None and (last is None or before > last):
-            self.labels.forget(before)
-            self._forgotten_before = before
+        moved = before is not None and (last is None or before > last)
+        if moved or self.clock() - self._forgot_at >= 1.0:
+            self.labels.forget(before if moved else None)
+            self._forgotten_before = before if moved else last
+            self._forgot_at = self.clock()
 
     def _send_unmatched(self, raw: RawBatch, exchange: Exchange) -> None:
         # Label messages of this batch that matched nothing, and earlier ones that expired.

@@ -25,15 +25,17 @@ from connectors.redis_store import _classified
 from streamlearn.labels import ArrivedLabels, Exchange, ExpiredLabel, Join, PendingEvents
 from streamlearn.rejections import Rejection
 
-# ARGV: key prefix, horizon ms, index events by deadline (1/0), number of events, then 4 per
-# event (id, source, ts, payload), then 5 per label (id, source, ts, target, value).
-# KEYS[1]: the early-label index; KEYS[2]: the events' deadline index.
+# ARGV: key prefix, horizon ms, index events by deadline (1/0), floor ms, number of events,
+# then 4 per event (id, source, ts, payload), then 5 per label (id, source, ts, target, value).
+# KEYS[1]: the early-label index; KEYS[2]: the events' deadline index. An event is due a
+# horizon after its time, or after the floor (what was learned before this batch) if later.
 _EXCHANGE = """
-local base, horizon, index, n = ARGV[1], tonumber(ARGV[2]), ARGV[3] == '1', tonumber(ARGV[4])
+local base, horizon, index = ARGV[1], tonumber(ARGV[2]), ARGV[3] == '1'
+local floor, n = tonumber(ARGV[4]), tonumber(ARGV[5])
 local out = {}
-local i = 5
+local i = 6
 local function due(id, ts)
-  if index then redis.call('ZADD', KEYS[2], tonumber(ts) + horizon, id) end
+  if index then redis.call('ZADD', KEYS[2], math.max(tonumber(ts), floor) + horizon, id) end
 end
 for _ = 1, n do
   local id, src, ts, payload = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
@@ -90,6 +92,10 @@ while i <= #ARGV do
     else
       redis.call('HSET', key, 'st', 'j', 'lt', target, 'lts', ts, 'ls', src, 'jn', src)
       redis.call('PEXPIRE', key, horizon)
+      if index then  -- the label is the joiner: due no sooner than a horizon after the floor
+        local at = tonumber(redis.call('ZSCORE', KEYS[2], id) or 0)
+        if at < floor + horizon then redis.call('ZADD', KEYS[2], floor + horizon, id) end
+      end
       out[#out + 1] = {'join', f[4], target, src}
     end
   elseif f[2] ~= src then
@@ -104,22 +110,27 @@ return out
 """
 
 # Early labels whose deadline (event time) passed, from position ARGV[4] of the index: returned,
-# and kept until their dead letters are durable. Index entries whose key is gone (its TTL, or a
-# join) are dropped. Returns the labels and how many index entries were kept. ARGV: prefix,
-# watermark ms, limit, start.
+# and kept until their dead letters are durable (ARGV[5] == '1'; else deleted at once). Index
+# entries whose key is gone (its TTL, or a join) are dropped. Returns the labels and how many
+# index entries were kept. ARGV: prefix, watermark ms, limit, start, keep.
 _EXPIRED = """
 local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[2], 'LIMIT', tonumber(ARGV[4]),
   tonumber(ARGV[3]))
-local out = {}
+local out, kept = {}, 0
 for _, id in ipairs(ids) do
-  local f = redis.call('HMGET', ARGV[1] .. id, 'st', 'ls', 'lv')
+  local key = ARGV[1] .. id
+  local f = redis.call('HMGET', key, 'st', 'ls', 'lv')
   if f[1] == 'l' then
     out[#out + 1] = {id, f[2], f[3]}
+  end
+  if f[1] == 'l' and ARGV[5] == '1' then
+    kept = kept + 1
   else
+    if f[1] == 'l' then redis.call('DEL', key) end
     redis.call('ZREM', KEYS[1], id)
   end
 end
-return {out, #ids}
+return {out, #ids, kept}
 """
 
 # Expired early labels now dead-lettered: deleted, if still the same label. ARGV: prefix, then
@@ -136,11 +147,19 @@ end
 return 0
 """
 
-# Events whose deadline lies before ARGV[2]: deleted (waiting or joined; an early label since
-# stored under the id stays), and out of the index. ARGV: prefix, before ms, limit.
+# Events due before ARGV[2] ('' for none): deleted (waiting or joined; an early label since
+# stored under the id stays), and out of the index. First, index entries whose key its TTL
+# removed are dropped from the front, so the index stays bounded where nothing is forgotten.
+# ARGV: prefix, before ms, limit. Returns how many were forgotten and how many dropped.
 _FORGET = """
-local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', '(' .. ARGV[2], 'LIMIT', 0,
-  tonumber(ARGV[3]))
+local limit, pruned = tonumber(ARGV[3]), 0
+for _, id in ipairs(redis.call('ZRANGE', KEYS[1], 0, limit - 1)) do
+  if redis.call('EXISTS', ARGV[1] .. id) == 1 then break end
+  redis.call('ZREM', KEYS[1], id)
+  pruned = pruned + 1
+end
+if ARGV[2] == '' then return {0, pruned} end
+local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', '(' .. ARGV[2], 'LIMIT', 0, limit)
 for _, id in ipairs(ids) do
   local key = ARGV[1] .. id
   local st = redis.call('HGET', key, 'st')
@@ -149,7 +168,7 @@ for _, id in ipairs(ids) do
   end
   redis.call('ZREM', KEYS[1], id)
 end
-return #ids
+return {#ids, pruned}
 """
 
 _CHUNK = 500
@@ -176,7 +195,11 @@ class RedisLabelStore:
     >>> forgotten
     1
 
-    ``forgets=False`` (scorers, which keep no checkpoint) leaves events to their TTL alone.
+    ``owner``: this process alone owns the pipeline's offsets and checkpoints (``--role
+    all`` with checkpoints). Only then are events indexed to be forgotten by event time, and
+    expired labels kept until :meth:`dead_lettered`; scorers share the early-label index, so
+    each would send them, and they delete an expired label as they find it, leaving events to
+    their TTL.
     """
 
     def __init__(
@@ -185,7 +208,7 @@ class RedisLabelStore:
         prefix: str,
         pipeline: str,
         horizon_s: float,
-        forgets: bool = True,
+        owner: bool = True,
     ) -> None:
         self.client = client
         self.base = f"{prefix}:{pipeline}:pending:"
@@ -193,11 +216,12 @@ class RedisLabelStore:
         self.early = f"{prefix}:{pipeline}:pending-early"
         self.due = f"{prefix}:{pipeline}:pending-due"
         self.horizon_ms = int(horizon_s * 1000)
-        self.forgets = forgets
+        self.owner = owner
         self._exchange = client.register_script(_EXCHANGE)
         self._expire = client.register_script(_EXPIRED)
         self._dead_lettered = client.register_script(_DEAD_LETTERED)
         self._forget = client.register_script(_FORGET)
+        self._moved_index = False
 
     def dead_lettered(self, expired: list[ExpiredLabel]) -> None:
         """Delete the expired early labels whose dead letters are durable."""
@@ -211,42 +235,65 @@ class RedisLabelStore:
         except redis.RedisError as exc:
             raise _classified(exc, "deleting dead-lettered labels in Redis") from exc
 
-    def forget(self, before_ms: int) -> int:
-        """Delete waiting and joined events whose deadline lies before ``before_ms``."""
+    def forget(self, before_ms: int | None) -> int:
+        """Delete waiting and joined events due before ``before_ms``; return how many.
+
+        With ``None``, only index entries whose key the TTL removed are dropped.
+        """
         forgotten = 0
+        bound = "" if before_ms is None else str(before_ms)
         try:
             while True:
-                found = int(self._forget(keys=[self.due], args=[self.base, before_ms, 1000]))
-                forgotten += found
-                if found < 1000:
+                found, pruned = self._forget(keys=[self.due], args=[self.base, bound, 1000])
+                forgotten += int(found)
+                if int(found) < 1000 and int(pruned) < 1000:
                     return forgotten
         except redis.RedisError as exc:
             raise _classified(exc, "forgetting pending events in Redis") from exc
 
-    def exchange(self, events: PendingEvents, labels: ArrivedLabels, watermark_ms: int) -> Exchange:
+    def exchange(
+        self,
+        events: PendingEvents,
+        labels: ArrivedLabels,
+        watermark_ms: int,
+        floor_ms: int = 0,
+    ) -> Exchange:
         """Store events, join labels, and return early labels past ``watermark_ms``."""
         out = Exchange()
         try:
+            if not self._moved_index:
+                self._move_old_index()
             for start in range(0, len(events), _CHUNK):
-                self._events(events, start, start + _CHUNK, out)
+                self._events(events, start, start + _CHUNK, floor_ms, out)
             for start in range(0, len(labels), _CHUNK):
-                self._labels(labels, start, start + _CHUNK, out)
+                self._labels(labels, start, start + _CHUNK, floor_ms, out)
             self._expired(watermark_ms, out)
         except redis.RedisError as exc:
             raise _classified(exc, "joining delayed labels in Redis") from exc
         return out
 
-    def _call(self, args: list[Any]) -> list[Any]:
-        index = 1 if self.forgets else 0
+    def _move_old_index(self) -> None:
+        # Before 2026-12, early labels were indexed in "{base}early", among the entries.
+        old = f"{self.base}early"
+        if self.client.type(old) in (b"zset", "zset"):
+            self.client.zunionstore(self.early, [self.early, old], aggregate="MIN")
+            self.client.delete(old)
+        self._moved_index = True
+
+    def _call(self, floor_ms: int, args: list[Any]) -> list[Any]:
+        index = 1 if self.owner else 0
         keys = [self.early, self.due]
-        result = self._exchange(keys=keys, args=[self.base, self.horizon_ms, index, *args])
+        head: list[Any] = [self.base, self.horizon_ms, index, floor_ms]
+        result = self._exchange(keys=keys, args=[*head, *args])
         return list(result)
 
-    def _events(self, events: PendingEvents, start: int, stop: int, out: Exchange) -> None:
+    def _events(
+        self, events: PendingEvents, start: int, stop: int, floor_ms: int, out: Exchange
+    ) -> None:
         args: list[Any] = [len(events.event_ids[start:stop])]
         for i in range(start, min(stop, len(events))):
             args += (events.event_ids[i], events.sources[i], events.ts_ms[i], events.payloads[i])
-        for event_id, result in zip(events.event_ids[start:stop], self._call(args)):
+        for event_id, result in zip(events.event_ids[start:stop], self._call(floor_ms, args)):
             if isinstance(result, list) and _text(result[0]) == "late":
                 _, source, value = result
                 expired = ExpiredLabel(event_id, _text(source), value or b"", "past_horizon")
@@ -254,7 +301,9 @@ class RedisLabelStore:
             elif isinstance(result, list):
                 out.joins.append(_join(event_id, result))
 
-    def _labels(self, labels: ArrivedLabels, start: int, stop: int, out: Exchange) -> None:
+    def _labels(
+        self, labels: ArrivedLabels, start: int, stop: int, floor_ms: int, out: Exchange
+    ) -> None:
         args: list[Any] = [0]
         for i in range(start, min(stop, len(labels))):
             args += (
@@ -264,7 +313,7 @@ class RedisLabelStore:
                 labels.targets[i],
                 labels.values[i],
             )
-        for i, result in zip(range(start, stop), self._call(args)):
+        for i, result in zip(range(start, stop), self._call(floor_ms, args)):
             if isinstance(result, list):
                 out.joins.append(_join(labels.event_ids[i], result))
             elif _text(result) in ("duplicate", "past_horizon"):
@@ -279,11 +328,12 @@ class RedisLabelStore:
     def _expired(self, watermark_ms: int, out: Exchange) -> None:
         start = 0
         while True:
-            args: list[str | int] = [self.base, watermark_ms, 1000, start]
-            found, scanned = self._expire(keys=[self.early], args=args)
+            keep = 1 if self.owner else 0
+            args: list[str | int] = [self.base, watermark_ms, 1000, start, keep]
+            found, scanned, kept = self._expire(keys=[self.early], args=args)
             for event_id, source, value in found:
                 out.expired.append(ExpiredLabel(_text(event_id), _text(source), value or b""))
-            start += len(found)  # those stay in the index until dead-lettered
+            start += int(kept)  # those stay in the index until dead-lettered
             if int(scanned) < 1000:
                 return
 

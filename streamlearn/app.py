@@ -282,9 +282,9 @@ class App:
                 self.config.redis.prefix,
                 config.name,
                 config.labels.horizon_s,
-                # Only the owner of offsets and checkpoints knows what may be forgotten;
+                # Only the one owner of offsets and checkpoints knows what may be forgotten;
                 # a scorer's pending events go by their TTL alone.
-                forgets=self.role == "all",
+                owner=self.role == "all" and config.checkpoint.enabled,
             )
             if config.labels is not None
             else None,

@@ -93,11 +93,20 @@ class Exchange:
 class LabelStore(Protocol):
     """Keeps pending events and early labels, and joins them (Redis in production)."""
 
-    def exchange(self, events: PendingEvents, labels: ArrivedLabels, watermark_ms: int) -> Exchange:
+    def exchange(
+        self,
+        events: PendingEvents,
+        labels: ArrivedLabels,
+        watermark_ms: int,
+        floor_ms: int = 0,
+    ) -> Exchange:
         """Store the batch's events, join what can be joined, expire what waited too long.
 
         Early labels whose deadline ``watermark_ms`` passed are returned in
         :attr:`Exchange.expired` by every call until :meth:`dead_lettered` is told of them.
+        An event stored or joined here is due to be forgotten a horizon after its time, or
+        after ``floor_ms`` (what was learned of both topics before this batch) if that is
+        later: a checkpoint that has read a horizon past it came after this batch.
         """
         ...
 
@@ -105,11 +114,12 @@ class LabelStore(Protocol):
         """The dead letters of these expired labels are durable: stop returning them."""
         ...
 
-    def forget(self, before_ms: int) -> int:
-        """Delete events (waiting or joined) whose deadline lies before ``before_ms``.
+    def forget(self, before_ms: int | None) -> int:
+        """Delete events (waiting or joined) due before ``before_ms``; ``None``: none.
 
         Returns how many were deleted. A label read later for a forgotten event is an
         early label whose event never comes (``unknown_event``), as after the entry's TTL.
+        Also drops what the TTL already removed from the index of what is due.
         """
         ...
 
@@ -209,15 +219,22 @@ class MemoryLabelStore:
         self.horizon_ms = int(horizon_s * 1000)
         self.entries: dict[str, dict[str, Any]] = {}
 
-    def exchange(self, events: PendingEvents, labels: ArrivedLabels, watermark_ms: int) -> Exchange:
+    def exchange(
+        self,
+        events: PendingEvents,
+        labels: ArrivedLabels,
+        watermark_ms: int,
+        floor_ms: int = 0,
+    ) -> Exchange:
         """Store events, join labels, return early labels past ``watermark_ms``."""
         out = Exchange()
         for event_id, source, ts, payload in zip(
             events.event_ids, events.sources, events.ts_ms, events.payloads
         ):
-            self._event(event_id, source, ts, payload, out)
+            due = max(ts, floor_ms) + self.horizon_ms
+            self._event(event_id, source, ts, payload, due, out)
         for i, event_id in enumerate(labels.event_ids):
-            self._label(labels, i, event_id, out)
+            self._label(labels, i, event_id, floor_ms + self.horizon_ms, out)
         for event_id, entry in self.entries.items():
             if entry["st"] == "l" and entry["lts"] + self.horizon_ms <= watermark_ms:
                 out.expired.append(ExpiredLabel(event_id, entry["ls"], entry["lv"]))
@@ -230,35 +247,39 @@ class MemoryLabelStore:
             if entry is not None and entry["st"] == "l" and entry["ls"] == label.source:
                 del self.entries[label.event_id]
 
-    def forget(self, before_ms: int) -> int:
-        """Delete waiting and joined events whose deadline lies before ``before_ms``."""
+    def forget(self, before_ms: int | None) -> int:
+        """Delete waiting and joined events due before ``before_ms`` (no TTL here)."""
+        if before_ms is None:
+            return 0
         gone = [
             event_id
             for event_id, entry in self.entries.items()
-            if entry["st"] in ("w", "j") and entry["et"] + self.horizon_ms < before_ms
+            if entry["st"] in ("w", "j") and entry["due"] < before_ms
         ]
         for event_id in gone:
             del self.entries[event_id]
         return len(gone)
 
-    def _event(self, event_id: str, source: str, ts: int, payload: bytes, out: Exchange) -> None:
+    def _event(
+        self, event_id: str, source: str, ts: int, payload: bytes, due: int, out: Exchange
+    ) -> None:
         entry = self.entries.get(event_id)
         if entry is None:
-            self.entries[event_id] = {"st": "w", "p": payload, "et": ts, "es": source}
+            self.entries[event_id] = {"st": "w", "p": payload, "et": ts, "es": source, "due": due}
         elif entry["st"] == "l" and entry["lts"] - ts > self.horizon_ms:
             out.expired.append(ExpiredLabel(event_id, entry["ls"], entry["lv"], "past_horizon"))
             # The refused label is kept with the event: a replay of the event refuses it again.
-            waiting = {"st": "w", "p": payload, "et": ts, "es": source}
+            waiting = {"st": "w", "p": payload, "et": ts, "es": source, "due": due}
             self.entries[event_id] = {**waiting, "xs": entry["ls"], "xv": entry["lv"]}
         elif entry["st"] == "l":
-            entry.update(st="j", p=payload, et=ts, es=source, jn=source)
+            entry.update(st="j", p=payload, et=ts, es=source, jn=source, due=due)
             out.joins.append(Join(event_id, payload, entry["lt"], source))
         elif entry["st"] == "j" and entry["jn"] == source:
             out.joins.append(Join(event_id, entry["p"], entry["lt"], source))
         elif entry.get("es") == source and "xs" in entry:
             out.expired.append(ExpiredLabel(event_id, entry["xs"], entry["xv"], "past_horizon"))
 
-    def _label(self, labels: ArrivedLabels, i: int, event_id: str, out: Exchange) -> None:
+    def _label(self, labels: ArrivedLabels, i: int, event_id: str, due: int, out: Exchange) -> None:
         source, ts, target = labels.sources[i], labels.ts_ms[i], labels.targets[i]
         entry = self.entries.get(event_id)
         if entry is None:
@@ -274,6 +295,7 @@ class MemoryLabelStore:
                 out.unmatched.append(Rejection(labels.rows[i], "past_horizon", "label too late"))
             else:
                 entry.update(st="j", lt=target, ls=source, jn=source)
+                entry["due"] = max(entry["due"], due)  # this label is the joiner
                 out.joins.append(Join(event_id, entry["p"], target, source))
         elif entry.get("ls") != source:
             out.unmatched.append(Rejection(labels.rows[i], "duplicate", "already labelled"))

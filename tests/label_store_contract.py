@@ -187,3 +187,22 @@ def check_forget_deletes_events_whose_deadline_is_past_the_bound(make: Make) -> 
 
 
 CHECKS = [value for name, value in sorted(globals().items()) if name.startswith("check_")]
+
+
+def check_what_a_batch_touches_is_due_no_sooner_than_a_horizon_after_its_floor(
+    make: Make,
+) -> None:
+    # floor_ms: what was learned of both topics before the batch. A checkpoint past it by a
+    # horizon came after the batch, so a replay of the batch can no longer need its entries.
+    store = make()
+    h = HORIZON_S * 1000
+    store.exchange(events(("waiting", "ev/0/1", 1_000)), NONE_L, 1_000)
+    floor = 5 * h
+    store.exchange(
+        events(("behind", "ev/0/2", 2_000)),  # an event far behind what was learned
+        labels(("waiting", 1, "lb/0/1", 1_500)),  # a label joining an event stored earlier
+        floor,
+        floor_ms=floor,
+    )
+    assert store.forget(floor + h) == 0
+    assert store.forget(floor + h + 1) == 2

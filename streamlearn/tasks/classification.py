@@ -50,9 +50,11 @@ class ScoredBatch:
     pending: PendingEvents | None = None
     label_rejected: list[Rejection] = field(default_factory=list)
     watermark_ms: int = 0
-    # The events watermark before this batch: early labels that expired past it are sent
-    # again (a replay after a crash), none that expired before it.
-    since_ms: int = 0
+    # What was learned of both topics before this batch (the least of their watermarks):
+    # the entries this batch touches are kept until every kept checkpoint is a horizon past
+    # it, so a replay of this batch finds them. And that mark once this batch is learned.
+    floor_ms: int = 0
+    mark_ms: int | None = None
     # Pending entries whose deadline lies before this may be deleted (see ForgetMarks).
     forget_before_ms: int | None = None
     exchange: Exchange | None = None
@@ -134,6 +136,9 @@ class ClassificationTask:
         self.events_time = Watermark()
         self.labels_time = Watermark()
         self.marks = ForgetMarks()
+        # The least of both watermarks over what is learned (not merely scored): a checkpoint
+        # saved while a batch is written (a rebalance) must not claim that batch's times.
+        self.learned_mark: int | None = None
 
     def fresh_model(self) -> BatchModel:
         """A new, untrained model as configured."""
@@ -173,12 +178,14 @@ class ClassificationTask:
         if self.delayed is not None:
             names = self.entity_features.names if self.entity_features is not None else []
             scored.pending = self.delayed.pending(raw, decoded, scores, names)
-            scored.since_ms = self.events_time.value
+            scored.floor_ms = self.learned_mark or 0
             partitions = np.asarray(raw.partitions, dtype=np.int64)
             rows = decoded.index
             scored.watermark_ms = self.events_time.advance(partitions[rows], decoded.timestamps_ms)
             if arrived is not None and len(arrived):
                 self.labels_time.advance(partitions[arrived.rows], np.asarray(arrived.ts_ms))
+            if self.events_time.started and self.labels_time.started:
+                scored.mark_ms = min(self.events_time.value, self.labels_time.value)
             scored.forget_before_ms = self.marks.before_ms
         return scored
 
@@ -279,10 +286,7 @@ class ClassificationTask:
 
     def snapshot(self) -> dict[str, Any]:
         """Everything learned, for a checkpoint: model, evaluator, drift detector, challenger."""
-        both = self.delayed is not None and self.events_time.started and self.labels_time.started
-        self.marks.snapshotted(
-            min(self.events_time.value, self.labels_time.value) if both else None
-        )
+        self.marks.snapshotted(self.learned_mark)
         return {
             "model": self.model,
             "evaluator": self.evaluator,
@@ -291,6 +295,7 @@ class ClassificationTask:
             "watermark_ms": self.events_time.value,
             "partition_times": dict(self.events_time.times),
             "labels_watermark": self.labels_time.state(),
+            "forget_mark": self.learned_mark,
         }
 
     def checkpointed(self, kept: int) -> None:
@@ -310,6 +315,7 @@ class ClassificationTask:
         self.events_time.load(state.get("watermark_ms", 0), state.get("partition_times", {}))
         labels = state.get("labels_watermark", {"value": 0, "times": {}})
         self.labels_time.load(labels["value"], labels["times"])
+        self.learned_mark = state.get("forget_mark")
 
     def learn(self, scored: ScoredBatch, keep: np.ndarray | None = None) -> LearnOutcome:
         """Evaluate the served scores against the labels, then learn from the labelled events.
@@ -317,7 +323,11 @@ class ClassificationTask:
         ``keep`` (one flag per raw message) leaves out events that must not be learned now,
         e.g. of a partition that moved to another consumer while the batch was written.
         """
-        return self.learn_examples(self.examples(scored, keep))
+        outcome = self.learn_examples(self.examples(scored, keep))
+        if scored.mark_ms is not None and (keep is None or keep.all()):
+            # A batch learned in part leaves the mark where it was (its rest is read again).
+            self.learned_mark = scored.mark_ms
+        return outcome
 
     def examples(self, scored: ScoredBatch, keep: np.ndarray | None = None) -> Examples:
         """What ``scored`` teaches: its labelled events as scored, the scores served, sources.

@@ -10,7 +10,7 @@ import orjson
 
 from streamlearn.batch import RawBatch
 from streamlearn.config import PipelineConfig
-from streamlearn.labels import MemoryLabelStore
+from streamlearn.labels import ArrivedLabels, MemoryLabelStore, PendingEvents
 from streamlearn.tasks.classification import ClassificationTask
 
 MINUTE_MS = 60_000
@@ -44,6 +44,10 @@ def label(event_id: str, churned: int) -> bytes:
     return orjson.dumps({"event_id": event_id, "churned": churned})
 
 
+def arrived(event_id: str, ts: int) -> ArrivedLabels:
+    return ArrivedLabels([event_id], [1], [ts], [f"labels/0/{ts}"], [0], [label(event_id, 1)])
+
+
 def batch(*messages: tuple[str, int, int, bytes]) -> RawBatch:
     raw = RawBatch()
     for topic, offset, ts, value in messages:
@@ -64,6 +68,7 @@ def test_the_bound_is_the_lesser_watermark_of_the_oldest_kept_checkpoint() -> No
             )
         )
         bounds.append(scored.forget_before_ms)
+        task.learn(scored)
         task.snapshot()
         task.checkpointed(kept=2)
     # Nothing until two checkpoints were saved here; then the older one's labels watermark.
@@ -116,7 +121,9 @@ def run_backlog(crash_at: int | None = None) -> tuple[int, int, list[str]]:
         eo = min(eo + chunk, n)
         scored = task.score(batch(*messages))
         assert scored.pending is not None and scored.arrived is not None
-        scored.exchange = store.exchange(scored.pending, scored.arrived, scored.watermark_ms)
+        scored.exchange = store.exchange(
+            scored.pending, scored.arrived, scored.watermark_ms, floor_ms=scored.floor_ms
+        )
         dead += [x.reason for x in scored.exchange.expired] + [
             r.reason for r in scored.exchange.unmatched
         ]
@@ -144,3 +151,48 @@ def test_a_crash_back_to_the_oldest_kept_checkpoint_still_learns_every_label_onc
     learned, most, dead = run_backlog(crash_at=17)
     assert learned == 3000 and dead == []
     assert most <= 60 + 700
+
+
+def test_a_checkpoint_saved_while_a_batch_is_written_claims_only_what_was_learned() -> None:
+    # A rebalance during a retried write saves a checkpoint: its offsets stop before the batch,
+    # and so must the event time it claims to have read past.
+    task = delayed_task()
+    task.assigned([("activity", 0), ("labels", 0)])
+    first = task.score(
+        batch(
+            ("activity", 0, MINUTE_MS, event("a", MINUTE_MS)),
+            ("labels", 0, MINUTE_MS, label("a", 1)),
+        )
+    )
+    task.learn(first)
+    t = 500 * MINUTE_MS
+    second = task.score(batch(("activity", 1, t, event("b", t)), ("labels", 1, t, label("b", 1))))
+    assert second.floor_ms == MINUTE_MS and second.mark_ms == t
+    task.snapshot()  # saved before ``second`` is learned
+    task.checkpointed(kept=1)
+    assert task.marks.before_ms == MINUTE_MS
+    # Its partitions moved meanwhile: learned in part, the mark stays where it was.
+    task.learn(second, keep=np.array([True, False]))
+    task.snapshot()
+    task.checkpointed(kept=1)
+    assert task.marks.before_ms == MINUTE_MS
+    task.learn(second)
+    task.snapshot()
+    task.checkpointed(kept=1)
+    assert task.marks.before_ms == t
+
+
+def test_an_event_far_behind_the_watermark_is_kept_until_checkpoints_pass_its_batch() -> None:
+    # Its label came first; the event itself comes hours late in event time. It joins as the
+    # joiner, and must stay until every kept checkpoint has read a horizon past the batch
+    # that joined it, or a replay of it after a crash would find nothing to join.
+    store = MemoryLabelStore(HORIZON_S)
+    store.exchange(PendingEvents(), arrived("x", 50 * MINUTE_MS), 0)
+    late = PendingEvents(["x"], ["activity/0/9"], [MINUTE_MS], [b"x"])
+    floor = 100 * MINUTE_MS  # learned before this batch: past the event's own deadline
+    joined = store.exchange(late, ArrivedLabels(), floor, floor_ms=floor)
+    assert [j.joiner for j in joined.joins] == ["activity/0/9"]
+    assert store.forget(floor + HORIZON_S * 1000) == 0  # a checkpoint just past the floor
+    again = store.exchange(late, ArrivedLabels(), floor, floor_ms=floor)  # the crash's replay
+    assert [j.joiner for j in again.joins] == ["activity/0/9"]
+    assert store.forget(floor + HORIZON_S * 1000 + 1) == 1
