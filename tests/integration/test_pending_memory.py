@@ -1,13 +1,16 @@
 """A backlog of events and delayed labels keeps a horizon of pending events in Redis, not all.
 
-On the real broker and Redis: 4 000 events a minute apart in event time (66 hours), each
-labelled 30 minutes later, a horizon of one hour. Read as a backlog, no entry's TTL (wall
-time) fires; the store forgets entries by event time behind the oldest kept checkpoint.
+On the real broker and Redis: parts of 3 000 events a minute apart in event time (50 hours),
+days apart, each event labelled 30 minutes later, a horizon of one hour. Read as a backlog, no
+entry's TTL (wall time) fires; the store forgets entries by event time behind the oldest kept
+checkpoint. In process, and as a child process SIGKILLed while it forgets.
 """
 
 from __future__ import annotations
 
+import time
 import uuid
+from pathlib import Path
 
 import orjson
 import redis
@@ -15,6 +18,15 @@ import redis
 from connectors.kafka import KafkaSink, ensure_topics
 from streamlearn.app import App
 from streamlearn.generators.fraud import FIELD_TYPES, FraudGenerator
+from tests.integration.processes import (
+    PIPELINE,
+    Processor,
+    dead_letters,
+    drain,
+    newest_checkpoint,
+    processor_config,
+    write_config,
+)
 from tests.integration.settings import fraud_settings
 
 EVENTS = 3_000  # per part: 50 hours of event time
@@ -73,3 +85,49 @@ def test_a_backlog_keeps_a_horizon_of_pending_events_not_the_stream(
     # is its end: the events the kept checkpoints have not read past by an hour.
     assert not pending & set(days[0]), len(pending & set(days[0]))
     assert 60 <= len(pending) < EVENTS
+
+
+def test_sigkills_while_forgetting_lose_no_label_and_learn_none_twice(
+    tmp_path: Path, broker: str, redis_url: str
+) -> None:
+    # The same backlog in three parts, read by ``streamlearn run`` as a child process that is
+    # SIGKILLed twice while it forgets (checkpoints every 50 ms, 2 kept); a restart goes back
+    # to the newest checkpoint and reads again what the kill cut off.
+    topic = f"test-pending-kills-{uuid.uuid4().hex[:8]}"
+    labels_topic = f"{topic}-labels"
+    ensure_topics(broker, [topic, labels_topic], partitions=1)
+    parts = [produce(broker, topic, day) for day in (0, 3, 6)]
+    prefix = f"t{uuid.uuid4().hex[:6]}"
+    config = processor_config(broker, redis_url, topic, prefix)
+    pipeline = config["pipelines"][0]
+    del pipeline["schema"]["target"]
+    pipeline["labels"] = {
+        "topic": labels_topic,
+        "id": "event_id",
+        "target": "is_fraud",
+        "horizon_s": 3600,
+    }
+    pipeline["batching"] = {"min_size": 100, "max_size": 100}
+    pipeline["checkpoint"] = {"interval_s": 0.05, "keep": 2, "lock_ttl_s": 3.0}
+    path, _ = write_config(tmp_path, config)
+    processor = Processor(path, tmp_path)
+    with processor.explained():
+        for kill_after in (2_500, 3_000):  # predictions of that run: a part and more in
+            processor.start()
+            deadline = time.monotonic() + 60
+            while processor.predictions() < kill_after and time.monotonic() < deadline:
+                time.sleep(0.05)
+            processor.kill()
+        processor.start()
+        drained = drain(processor, broker, topic, f"group-{topic}", 60, also=(labels_topic,))
+        assert processor.terminate() == 0
+        assert drained.seconds is not None, "the last run did not read both topics to the end"
+        learned = newest_checkpoint(path).get("learned")
+        reasons = [letter.reason for letter in dead_letters(broker, f"{topic}.dlq")]
+        client = redis.Redis.from_url(redis_url)
+        base = f"{prefix}:{PIPELINE}:pending:"
+        pending = {k.decode()[len(base) :] for k in client.scan_iter(f"{base}*", count=1000)}
+    assert processor.kills == 2
+    assert learned == 3 * EVENTS, f"{learned} labels learned of {3 * EVENTS}; dead: {reasons}"
+    assert reasons == []
+    assert not pending & set(parts[0])  # forgotten, across the kills
