@@ -132,7 +132,7 @@ class SklearnModel:
         if not self._fitted or len(features) == 0:
             return np.full(len(features), self.prior)
         x = self._inputs(features.matrix)
-        if len(x) <= FAST_ROWS and sgd_fast.supported(self.estimator):
+        if len(x) <= FAST_ROWS and self._fast():
             return sgd_fast.predict_positive(self.estimator, x)
         if hasattr(self.estimator, "predict_proba"):
             proba = self.estimator.predict_proba(x)
@@ -151,7 +151,7 @@ class SklearnModel:
         # statistics as a whole): a batch then learns what batches of one would.
         x = self.scaler.learn_and_scale(matrix) if self.scaler is not None else matrix
         target = y[labelled].astype(np.int64)
-        if n <= FAST_ROWS and sgd_fast.supported(self.estimator):
+        if n <= FAST_ROWS and self._fast():
             sgd_fast.partial_fit(self.estimator, x, target)  # same step, without the checks
         else:
             self.estimator.partial_fit(x, target, classes=[0, 1])
@@ -161,6 +161,12 @@ class SklearnModel:
 
     def _inputs(self, matrix: np.ndarray) -> np.ndarray:
         return self.scaler.transform(matrix) if self.scaler is not None else matrix
+
+    def _fast(self) -> bool:
+        # Once the estimator can take the fast path it keeps it (its settings do not change).
+        if not getattr(self, "_fast_ok", False):
+            self._fast_ok = sgd_fast.supported(self.estimator)
+        return self._fast_ok
 
 
 class LinearRiverModel(RiverModel):

@@ -30,6 +30,7 @@ class OnlineStandardScaler:
         self.count = 0
         self.mean = np.zeros(n_columns)
         self._m2 = np.zeros(n_columns)
+        self._safe_std: np.ndarray | None = None
 
     @property
     def var(self) -> np.ndarray:
@@ -41,6 +42,14 @@ class OnlineStandardScaler:
         block = matrix[:, : self.n_columns]
         n = len(block)
         if n == 0:
+            return
+        self._safe_std = None
+        if n == 1:  # what the general case computes for one row, without its passes
+            total = self.count + 1
+            delta = block[0] - self.mean
+            self.mean = self.mean + delta * (1 / total)
+            self._m2 = self._m2 + delta**2 * (self.count * 1 / total)
+            self.count = total
             return
         batch_mean = block.mean(axis=0)
         batch_m2 = ((block - batch_mean) ** 2).sum(axis=0)
@@ -89,7 +98,9 @@ class OnlineStandardScaler:
     def transform(self, matrix: np.ndarray) -> np.ndarray:
         """Return a scaled copy; columns with no variance yet are only centred."""
         out = matrix.copy()
-        std = np.sqrt(self.var)
-        safe = np.where(std > 0, std, 1.0)
+        safe = getattr(self, "_safe_std", None)  # absent from scalers pickled before it
+        if safe is None:
+            std = np.sqrt(self.var)
+            safe = self._safe_std = np.where(std > 0, std, 1.0)  # until the next learn
         out[:, : self.n_columns] = (out[:, : self.n_columns] - self.mean) / safe
         return out

@@ -235,8 +235,10 @@ class ClassificationTask:
         for i in range(n):
             row = features.row(i)
             versions[i] = self.model.version
-            served = np.nan_to_num(self.model.predict_proba(row), nan=0.5).clip(0.0, 1.0)
-            scores[i] = served[0]
+            score = float(self.model.predict_proba(row)[0])
+            # As the batch path serves it: NaN as the prior, then clipped to [0, 1].
+            scores[i] = 0.5 if score != score else min(max(score, 0.0), 1.0)
+            served = scores[i : i + 1]
             if terms is not None and isinstance(self.model, LinearSklearnModel):
                 terms.append(self.model.explanation_terms(row))
             elif reasons is not None:

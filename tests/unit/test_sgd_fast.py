@@ -66,3 +66,19 @@ def test_a_matrix_of_another_width_is_refused_as_partial_fit_refuses_it() -> Non
     sgd = SGDClassifier(loss="log_loss").partial_fit(x, y, classes=[0, 1])
     with pytest.raises(ValueError, match="Number of features 3 does not match previous data 12"):
         sgd_fast.partial_fit(sgd, x[:, :3], y)
+
+
+@pytest.mark.parametrize("params", [{}, {"alpha": 0.001}, {"alpha": 0.5}, {"penalty": None}])
+def test_one_row_steps_match_partial_fit_exactly(params: dict[str, object]) -> None:
+    # One row a call takes the step spelled out in Python: bit for bit scikit-learn's.
+    x, y = stream(seed=3, n=2000, width=25)
+    x[::97] *= 40  # some large inputs: large margins, both branches of the gradient
+    public = SGDClassifier(loss="log_loss", random_state=0, **params)
+    public.partial_fit(x[:10], y[:10], classes=[0, 1])
+    fast = copy.deepcopy(public)
+    for i in range(10, len(x)):
+        public.partial_fit(x[i : i + 1], y[i : i + 1], classes=[0, 1])
+        sgd_fast.partial_fit(fast, x[i : i + 1], y[i : i + 1])
+        assert np.array_equal(public.coef_, fast.coef_), f"weights differ after row {i}"
+        assert np.array_equal(public.intercept_, fast.intercept_), f"after row {i}"
+    assert public.t_ == fast.t_ and public.n_iter_ == fast.n_iter_
