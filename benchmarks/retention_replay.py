@@ -54,13 +54,8 @@ class PrunedLabelStore(MemoryLabelStore):
         floor_ms: int = 0,
     ) -> Exchange:
         """Store events, join labels, expire early labels past ``watermark_ms``."""
-        out = Exchange()
-        for event_id, source, ts, payload in zip(
-            events.event_ids, events.sources, events.ts_ms, events.payloads
-        ):
-            self._event(event_id, source, ts, payload, ts + self.horizon_ms, out)
-        for i, event_id in enumerate(labels.event_ids):
-            self._label(labels, i, event_id, floor_ms + self.horizon_ms, out)
+        out = self._store_and_join(events, labels, floor_ms)
+        for event_id in labels.event_ids:
             if self.entries.get(event_id, {}).get("st") == "l":
                 self._early.add(event_id)
         for event_id in list(self._early):

@@ -108,7 +108,8 @@ class BatchOutputs:
         moved = before is not None and (last is None or before > last)
         if moved or self.clock() - self._forgot_at >= 1.0:
             self.labels.forget(before if moved else None)
-            self._forgotten_before = before if moved else last
+            if moved:
+                self._forgotten_before = before
             self._forgot_at = self.clock()
 
     def _send_unmatched(self, raw: RawBatch, exchange: Exchange) -> None:

@@ -227,6 +227,16 @@ class MemoryLabelStore:
         floor_ms: int = 0,
     ) -> Exchange:
         """Store events, join labels, return early labels past ``watermark_ms``."""
+        out = self._store_and_join(events, labels, floor_ms)
+        for event_id, entry in self.entries.items():
+            if entry["st"] == "l" and entry["lts"] + self.horizon_ms <= watermark_ms:
+                out.expired.append(ExpiredLabel(event_id, entry["ls"], entry["lv"]))
+        return out
+
+    def _store_and_join(
+        self, events: PendingEvents, labels: ArrivedLabels, floor_ms: int
+    ) -> Exchange:
+        # The batch's events, then its labels, as the Redis script takes them; no expiry.
         out = Exchange()
         for event_id, source, ts, payload in zip(
             events.event_ids, events.sources, events.ts_ms, events.payloads
@@ -235,9 +245,6 @@ class MemoryLabelStore:
             self._event(event_id, source, ts, payload, due, out)
         for i, event_id in enumerate(labels.event_ids):
             self._label(labels, i, event_id, floor_ms + self.horizon_ms, out)
-        for event_id, entry in self.entries.items():
-            if entry["st"] == "l" and entry["lts"] + self.horizon_ms <= watermark_ms:
-                out.expired.append(ExpiredLabel(event_id, entry["ls"], entry["lv"]))
         return out
 
     def dead_lettered(self, expired: list[ExpiredLabel]) -> None:

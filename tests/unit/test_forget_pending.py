@@ -9,31 +9,11 @@ import numpy as np
 import orjson
 
 from streamlearn.batch import RawBatch
-from streamlearn.config import PipelineConfig
 from streamlearn.labels import ArrivedLabels, MemoryLabelStore, PendingEvents
-from streamlearn.tasks.classification import ClassificationTask
+from tests.unit.test_watermark import delayed_task  # labels on their own topic, horizon 1 h
 
 MINUTE_MS = 60_000
 HORIZON_S = 3600
-
-
-def delayed_task() -> ClassificationTask:
-    config = PipelineConfig.model_validate(
-        {
-            "name": "churn",
-            "source": {"topic": "activity"},
-            "schema": {"features": {"amount": "float"}},
-            "model": {"estimator": "river.linear_model.LogisticRegression"},
-            "drift": {"detector": "none"},
-            "labels": {
-                "topic": "labels",
-                "id": "event_id",
-                "target": "churned",
-                "horizon_s": HORIZON_S,
-            },
-        }
-    )
-    return ClassificationTask(config)
 
 
 def event(event_id: str, ts: int) -> bytes:
