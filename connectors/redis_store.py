@@ -222,21 +222,22 @@ class PredictionStore:
         events = [predictions.event_ids[i] for i in order]
         scored_at = predictions.scored_at_ms
         reasons = None if predictions.reasons is None else [predictions.reasons[i] for i in order]
-        labels_text = [str(label) for label in labels]
-        ts_text = [str(t) for t in ts]
-        scores_text = [repr(score) for score in scores]
+        labels_text = list(map(str, labels))
+        ts_text = list(map(str, ts))
+        scores_text = list(map(repr, scores))
         if predictions.model_versions is None:
             versions = [str(predictions.model_version)] * len(order)
         else:
-            versions = [str(v) for v in predictions.model_versions[order].tolist()]
+            versions = list(map(str, predictions.model_versions[order].tolist()))
         if reasons is None:
             rows: list[Any] = list(zip(scores_text, labels_text, ts_text, events, versions))
         else:
             rows = list(zip(scores_text, labels_text, ts_text, events, versions, reasons))
         written = 0
+        head = prediction_key(self.prefix, self.pipeline, "")
         for start in range(0, len(order), _CHUNK):
             stop = start + _CHUNK
-            keys = [prediction_key(self.prefix, self.pipeline, e) for e in entities[start:stop]]
+            keys = [head + entity for entity in entities[start:stop]]
             args: list[Any] = [self.ttl_ms, orjson.dumps(rows[start:stop]), scored_at]
             try:
                 written += int(self._script(keys=keys, args=args))

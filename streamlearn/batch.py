@@ -92,8 +92,10 @@ class RawBatch:
     @property
     def commit_offsets(self) -> dict[tuple[str, int], int]:
         """Next offset to commit per ``(topic, partition)``: one past the last message seen."""
-        # A partition's messages arrive in offset order, so its last one is its highest.
-        return {(t, p): o + 1 for t, p, o in zip(self.topics, self.partitions, self.offsets)}
+        # A partition's messages arrive in offset order, so its last one is its highest (and
+        # the last of a key's pairs is the one dict() keeps).
+        last = dict(zip(zip(self.topics, self.partitions), self.offsets))
+        return {tp: offset + 1 for tp, offset in last.items()}
 
     def drop_partitions(self, partitions: set[tuple[str, int]]) -> int:
         """Remove every message of the given ``(topic, partition)`` pairs; return how many.
@@ -122,7 +124,6 @@ class RawBatch:
         >>> b.first_offsets()
         {('t', 0): 7, ('t', 1): 3}
         """
-        out: dict[tuple[str, int], int] = {}
-        for tp, offset in zip(zip(self.topics, self.partitions), self.offsets):
-            out.setdefault(tp, offset)
-        return out
+        # Read backwards, each partition's first message is the last of its pairs: dict() keeps it.
+        pairs = zip(zip(reversed(self.topics), reversed(self.partitions)), reversed(self.offsets))
+        return dict(pairs)
