@@ -41,7 +41,7 @@ from benchmarks.hotpath_child import Child, Read, run_child
 from benchmarks.hotpath_engine import EngineRun, run_engine
 from benchmarks.hotpath_loops import (
     consume_raw,
-    consume_raw_confluent,
+    consume_raw_source,
     latency_floor,
     per_event_loop,
 )
@@ -168,8 +168,11 @@ class _Bench:
         """(a) to (e) over the backlog; (a), (a'), (d) and (d') ``repeats`` times each."""
         plan, out = self.plan, {}
         out["a"] = self.repeat("a", lambda i: run_child(consume_raw, self.read(f"a{i}")))
+        out["a_source"] = self.repeat(
+            "a''", lambda i: run_child(consume_raw_source, self.read(f"a-source{i}"))
+        )
         out["a_confluent"] = self.repeat(
-            "a'", lambda i: run_child(consume_raw_confluent, self.read(f"a-confluent{i}"))
+            "a'", lambda i: run_child(consume_raw_source, self.read(f"a-confluent{i}"), True)
         )
         out["a_defaults"] = run_child(consume_raw, self.read("a-defaults"), True)
         _say(_line("a (kafka-python fetch defaults)", out["a_defaults"]))

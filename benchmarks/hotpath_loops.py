@@ -1,8 +1,10 @@
 """The hand-written kafka-python consumers of the hot-path benchmark, each run in its own process.
 
 - (a) :func:`consume_raw`: poll and ``orjson.loads`` every record, nothing else (the ceiling);
-- (a') :func:`consume_raw_confluent`: the same through the engine's librdkafka source
-  (:class:`connectors.kafka_confluent.ConfluentSource`, polled into columns);
+- (a') :func:`consume_raw_source` with ``confluent``: the same through the engine's librdkafka
+  source (:class:`connectors.kafka_confluent.ConfluentSource`, polled into columns); (a'')
+  without: through the engine's kafka-python source (:class:`connectors.kafka.KafkaSource`,
+  whose record reader is :mod:`connectors.kafka_records`, not kafka-python's);
 - (b) :func:`per_event_loop`: river predict, one HSET, learn, per event; commit per poll;
 - (e) :func:`latency_floor`: decode and one HSET per event, no model; commit per poll.
 
@@ -42,19 +44,24 @@ def consume_raw(ready: Callable[[], None], read: Read, defaults: bool = False) -
     return _drive(ready, read, handle, commit=False, max_records=5000)
 
 
-def consume_raw_confluent(ready: Callable[[], None], read: Read) -> dict[str, Any]:
-    """(a') The consume ceiling of ``kafka.client: confluent``: the engine's ConfluentSource.
+def consume_raw_source(
+    ready: Callable[[], None], read: Read, confluent: bool = False
+) -> dict[str, Any]:
+    """(a') / (a'') The consume ceiling through one of the engine's own sources.
 
     Polls up to 5 000 records at a time into a :class:`~streamlearn.batch.RawBatch` (the
-    engine's fetch settings) and ``orjson.loads`` every value; commits nothing.
+    engine's fetch settings) and ``orjson.loads`` every value; commits nothing. ``confluent``:
+    the librdkafka source of ``kafka.client: confluent``; otherwise the default kafka-python one.
     """
     import orjson
 
+    from connectors.kafka import KafkaSource
     from connectors.kafka_confluent import ConfluentSource
     from streamlearn.batch import RawBatch
 
     loads = orjson.loads
-    source = ConfluentSource(
+    kind = ConfluentSource if confluent else KafkaSource
+    source = kind(
         read.bootstrap,
         [read.topic],
         read.group,

@@ -20,8 +20,9 @@ DETECTORS: dict[str, Callable[..., base.DriftDetector]] = {
     "page_hinkley": drift.PageHinkley,
     "kswin": drift.KSWIN,
 }
-# Only a rising error calls for smaller batches; river's Page-Hinkley default delta (0.005) raised
-# false alarms on stationary 0/1 error streams of 10,000 events.
+# Only a rising error calls for smaller batches (ADWIN's falls are filtered in update); river's
+# Page-Hinkley default delta (0.005) raised false alarms on stationary 0/1 error streams of
+# 10,000 events.
 DEFAULT_PARAMS: dict[str, dict[str, Any]] = {"page_hinkley": {"delta": 0.01, "mode": "up"}}
 
 
@@ -55,6 +56,8 @@ class DriftMonitor:
             raise ConfigError(f"unknown drift detector {detector!r}; expected one of: {known}")
         self.name = key
         self.params = {**DEFAULT_PARAMS.get(key, {}), **(params or {})}
+        # Only a rising error is drift here: a model that gets better needs no smaller batches.
+        self.rising_only = key == "adwin"
         self.detections = 0
         self._detector = self._build()
 
@@ -72,10 +75,23 @@ class DriftMonitor:
         """
         values = np.asarray(errors, dtype=float).ravel()
         detector, detected = self._detector, False
-        # river's detectors take one value at a time; tolist() keeps the loop on Python floats.
-        for value in values[~np.isnan(values)].tolist():
-            detector.update(value)
-            detected = detected or detector.drift_detected
+        if not self.rising_only:
+            # river's detectors take one value at a time; tolist() keeps the loop on floats.
+            for value in values[~np.isnan(values)].tolist():
+                detector.update(value)
+                detected = detected or detector.drift_detected
+        else:
+            # ADWIN flags a change of the mean either way. At a change it drops the older part
+            # of its window, so its estimate moves to the recent mean: compared with the mean
+            # before the batch (or the last change), that says whether the error rose.
+            adwin: Any = detector
+            before = adwin.estimation
+            for value in values[~np.isnan(values)].tolist():
+                detector.update(value)
+                if detector.drift_detected:
+                    now = adwin.estimation
+                    detected = detected or now > before
+                    before = now
         self.detections += detected
         return detected
 
