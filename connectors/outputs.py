@@ -58,6 +58,32 @@ class BatchOutputs:
         Called again after a failure, it resumes: messages already queued to Kafka are not
         queued twice, and a Redis write that landed is not repeated.
         """
+        self._before_predictions(scored)
+        if "redis" not in scored.written:
+            if len(scored.decoded):
+                self.store.write(columns(scored))
+            scored.written.add("redis")
+
+    def begin(self, scored: ScoredBatch) -> Callable[[], None]:
+        """Write all outputs but wait only for what learning needs; return the wait for the rest.
+
+        Labels, states and Kafka messages are durable when this returns; the predictions are
+        sent to Redis, which writes them while the batch is learned. The call returned waits for
+        Redis's reply; after a failure of either, :meth:`write` resumes the batch.
+        """
+        self._before_predictions(scored)
+        if "redis" in scored.written or not len(scored.decoded):
+            scored.written.add("redis")
+            return lambda: None
+        replies = self.store.send(columns(scored))
+
+        def confirmed() -> None:
+            replies()
+            scored.written.add("redis")
+
+        return confirmed
+
+    def _before_predictions(self, scored: ScoredBatch) -> None:
         done = scored.written
         if self.states is not None and scored.entity_states and "states" not in done:
             self.states.save(scored.entity_states)  # replays skip what these states applied
@@ -88,10 +114,6 @@ class BatchOutputs:
         if self.labels is not None and "settled" not in done:
             self._settle_labels(scored)
             done.add("settled")
-        if "redis" not in done:
-            if len(scored.decoded):
-                self.store.write(columns(scored))
-            done.add("redis")
 
     def close(self) -> None:
         """Deliver what is queued and disconnect the producer."""

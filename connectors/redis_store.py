@@ -7,7 +7,7 @@ only by a prediction for an event at least as recent, so a replay never overwrit
 from __future__ import annotations
 
 import ssl
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -214,6 +214,65 @@ class PredictionStore:
 
     def write(self, predictions: PredictionColumns) -> int:
         """Write the latest prediction per entity; return how many hashes were updated."""
+        return self.send(predictions)()
+
+    def send(self, predictions: PredictionColumns) -> Callable[[], int]:
+        """Send the write and return at once; the call returned waits for Redis's replies.
+
+        The script calls (one per chunk) go out together on one pooled connection, so Redis
+        runs them while the caller does other work; the connection goes back to the pool when
+        the call returns. Call it exactly once. It returns how many hashes were updated, or
+        raises as :meth:`write` does: the write may then be sent again (newest wins).
+        """
+        chunks = self._chunks(predictions)
+        if not chunks:
+            return lambda: 0
+        pool = self.client.connection_pool
+        sha = self._script.sha
+        try:
+            connection = pool.get_connection()  # connects: a server that is down raises here
+        except redis.RedisError as exc:
+            raise _classified(exc, "writing predictions to Redis") from exc
+        try:
+            connection.send_packed_command(
+                connection.pack_commands(
+                    [("EVALSHA", sha, len(keys), *keys, *args) for keys, args in chunks]
+                )
+            )
+        except BaseException as exc:
+            connection.disconnect()
+            pool.release(connection)
+            if isinstance(exc, redis.RedisError):
+                raise _classified(exc, "writing predictions to Redis") from exc
+            raise
+
+        def replies() -> int:
+            written, refused = 0, []
+            try:
+                for _ in chunks:
+                    try:
+                        written += int(connection.read_response())
+                    except redis.ResponseError as exc:  # this chunk's; the others still come
+                        refused.append(exc)
+            except BaseException as exc:
+                connection.disconnect()  # what is left unread on it is unknown
+                if isinstance(exc, redis.RedisError):
+                    raise _classified(exc, "writing predictions to Redis") from exc
+                raise
+            finally:
+                pool.release(connection)
+            if refused and all(isinstance(e, redis.exceptions.NoScriptError) for e in refused):
+                # The server does not hold the script (the first write, or Redis restarted):
+                # the script object loads it. Chunks that landed are written again: harmless.
+                return sum(self._call(keys, args) for keys, args in chunks)
+            if refused:
+                raise _classified(refused[0], "writing predictions to Redis") from refused[0]
+            return written
+
+        return replies
+
+    def _chunks(self, predictions: PredictionColumns) -> list[tuple[list[str], list[Any]]]:
+        """The script's keys and arguments, one pair per chunk of at most ``_CHUNK`` entities."""
         order = latest_per_entity(predictions.entity_ids, predictions.timestamps_ms.tolist())
         entities = [predictions.entity_ids[i] for i in order]
         scores = predictions.scores[order].tolist()
@@ -233,17 +292,20 @@ class PredictionStore:
             rows: list[Any] = list(zip(scores_text, labels_text, ts_text, events, versions))
         else:
             rows = list(zip(scores_text, labels_text, ts_text, events, versions, reasons))
-        written = 0
         head = prediction_key(self.prefix, self.pipeline, "")
-        for start in range(0, len(order), _CHUNK):
-            stop = start + _CHUNK
-            keys = [head + entity for entity in entities[start:stop]]
-            args: list[Any] = [self.ttl_ms, orjson.dumps(rows[start:stop]), scored_at]
-            try:
-                written += int(self._script(keys=keys, args=args))
-            except redis.RedisError as exc:
-                raise _classified(exc, "writing predictions to Redis") from exc
-        return written
+        return [
+            (
+                [head + entity for entity in entities[start : start + _CHUNK]],
+                [self.ttl_ms, orjson.dumps(rows[start : start + _CHUNK]), scored_at],
+            )
+            for start in range(0, len(order), _CHUNK)
+        ]
+
+    def _call(self, keys: list[str], args: list[Any]) -> int:
+        try:
+            return int(self._script(keys=keys, args=args))
+        except redis.RedisError as exc:
+            raise _classified(exc, "writing predictions to Redis") from exc
 
     def read(self, entity_id: str) -> dict[str, str] | None:
         """The stored prediction hash of an entity, decoded, or ``None``."""

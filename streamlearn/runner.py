@@ -13,7 +13,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -80,6 +80,15 @@ class OutputWriter(Protocol):
 
     def close(self) -> None:
         """Release connections."""
+        ...
+
+
+@runtime_checkable
+class SendsAhead(Protocol):
+    """Outputs that can send a batch's last write and wait for it after learning the batch."""
+
+    def begin(self, scored: Any) -> Callable[[], None]:
+        """Write what learning needs; send the rest; return the wait for it (see BatchOutputs)."""
         ...
 
 
@@ -229,23 +238,35 @@ class PipelineRunner:
         scored = self.delivery.call(lambda: self.pipeline.score(batch), stop, name)
         scored_at = self.clock()
         hooks.on_stage(name, "score", scored_at - started)
-        self.delivery.deliver(lambda: self.outputs.write(scored), stop, name)
-        written_at_ms = self.wall_ms()
-        written_at = self.clock()
-        hooks.on_stage(name, "write", written_at - scored_at)
-        self._report_outputs(scored, written_at_ms, written_at)
+        # The predictions' Redis write runs while the batch is learned. Learning ahead of its
+        # confirmation loses nothing: no checkpoint or commit can happen before it (both wait
+        # for the settle below; a rebalance's checkpoint only inside the next poll), and a
+        # failure stops the pipeline with this batch neither saved nor committed.
+        confirm = self._begin_outputs(scored, stop)
+        sent_at = self.clock()
         # Rows of partitions taken away meanwhile are not learned: they will be read again.
         owned = self.ledger.still_owned(ticket)
         keep = None
         if len(owned) < len(ticket.ends):
             keep = self.ledger.owned_rows(ticket, batch.topics, batch.partitions)
-        outcome = self.pipeline.learn(scored, keep)
+        try:
+            outcome = self.pipeline.learn(scored, keep)
+        except BaseException:
+            with contextlib.suppress(Exception):
+                confirm()  # the connection goes back to its pool; the failure is the learn's
+            raise
         learned_at = self.clock()
-        hooks.on_stage(name, "learn", learned_at - written_at)
+        self._confirm_outputs(confirm, scored, stop)
+        written_at_ms = self.wall_ms()  # what the latency counts to: when the reply was seen
+        written_at = self.clock()
+        hooks.on_stage(name, "write", (sent_at - scored_at) + (written_at - learned_at))
+        hooks.on_stage(name, "learn", learned_at - sent_at)
+        self._report_outputs(scored, written_at_ms, written_at)
+        reported_at = self.clock()
         self.ledger.learned(ticket, outcome.learned)
         self._settle()
         finished = self.clock()
-        hooks.on_stage(name, "commit", finished - learned_at)
+        hooks.on_stage(name, "commit", finished - reported_at)
         self._report_learning(outcome.learned, outcome.metrics, outcome.drift)
         for reason, count in outcome.unmatched.items():
             hooks.on_labels_unmatched(name, reason, count)
@@ -290,6 +311,26 @@ class PipelineRunner:
             hooks.on_batch_closed(name, 1, trigger.value)
         hooks.on_batch_size(name, self.batcher.size)
         self.stats.batches += len(batch)
+
+    def _begin_outputs(self, scored: Any, stop: threading.Event) -> Callable[[], None]:
+        """Write the batch's outputs up to what can be confirmed later; return that wait."""
+        name, outputs = self.pipeline.name, self.outputs
+        if isinstance(outputs, SendsAhead):
+            return self.delivery.call(lambda: outputs.begin(scored), stop, name)
+        self.delivery.deliver(lambda: outputs.write(scored), stop, name)
+        return lambda: None
+
+    def _confirm_outputs(
+        self, confirm: Callable[[], None], scored: Any, stop: threading.Event
+    ) -> None:
+        """Wait for the outputs :meth:`_begin_outputs` sent; after a failure, write them again."""
+        attempts = [confirm]
+
+        def attempt() -> None:
+            step, attempts[0] = attempts[0], lambda: self.outputs.write(scored)
+            step()
+
+        self.delivery.deliver(attempt, stop, self.pipeline.name)
 
     @property
     def learned_offsets(self) -> Offsets:

@@ -169,3 +169,59 @@ def test_each_prediction_keeps_the_version_that_made_it(store: PredictionStore) 
     assert store.write(per_row) == 2
     assert store.read("a")["model_version"] == "6"  # type: ignore[index]
     assert store.read("b")["model_version"] == "5"  # type: ignore[index]
+
+
+def test_a_sent_write_lands_while_the_caller_works_and_its_connection_goes_back(
+    store: PredictionStore,
+) -> None:
+    # 2 500 entities: three script calls in one send, the server's replies read afterwards.
+    entities = [f"c{i}" for i in range(2500)]
+    replies = store.send(columns(entities, list(range(2500)), [0.25] * 2500))
+    pool = store.client.connection_pool
+    assert len(pool._in_use_connections) == 1  # held until the replies are read
+    assert store.client.get("unrelated") is None  # the client works meanwhile (another one)
+    assert replies() == 2500
+    assert len(pool._in_use_connections) == 0
+    assert store.read("c2499") == {
+        "score": "0.25",
+        "label": "0",
+        "model_version": "1",
+        "ts": "2499",
+        "event_id": "e-2499-2499",
+        "scored_at": "99",
+    }
+
+
+def test_a_sent_write_loads_the_script_where_redis_lost_it(store: PredictionStore) -> None:
+    store.write(columns(["a"], [1], [0.1]))
+    store.client.script_flush()  # as after a Redis restart
+    replies = store.send(columns(["a", "b"], [2, 2], [0.9, 0.8]))
+    assert replies() == 2
+    assert store.read("a")["ts"] == "2" and store.read("b")["score"] == "0.8"  # type: ignore[index]
+
+
+def test_a_refused_sent_write_reads_every_reply_before_raising(store: PredictionStore) -> None:
+    # The first chunk's first key holds a string: that script call fails; the others land,
+    # and the connection is left clean (its next command gets its own reply).
+    entities = [f"d{i}" for i in range(1500)]
+    store.client.set(f"{store.prefix}:fraud:pred:d0", "not a hash")
+    replies = store.send(columns(entities, list(range(1500)), [0.5] * 1500))
+    with pytest.raises(OutputRejected, match="WRONGTYPE"):
+        replies()
+    assert store.read("d1499") is not None
+    assert store.client.ping() is True
+    assert store.write(columns(["d1"], [10_000], [0.7])) == 1
+
+
+def test_a_server_gone_before_the_replies_is_worth_retrying(redis_url: str) -> None:
+    from connectors.embedded import EmbeddedRedis
+
+    with EmbeddedRedis() as server:
+        store = PredictionStore(connect(server.url), "x", "fraud", ttl_s=0)
+        store.write(columns(["a"], [1], [0.5]))  # the script is loaded
+        store.client.client_pause(5_000)  # the server holds the call it is about to get
+        replies = store.send(columns(["a"], [2], [0.5]))
+        server.stop()
+        with pytest.raises(OutputBackpressure):
+            replies()
+        assert len(store.client.connection_pool._in_use_connections) == 0

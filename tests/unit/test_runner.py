@@ -697,3 +697,90 @@ def test_batches_of_one_share_a_poll_and_each_is_written_learned_and_committed()
     assert r.batch_sizes() == [1] * 200
     assert r.source._polls <= 200 / 64 + 3, "one poll per batch: the prefetch did not happen"
     assert merged(r.source.commits) == last_offsets(r.source.all)
+
+
+# --- predictions confirmed after learning ------------------------------------------------------
+
+
+class SendingOutputs(FakeOutputs):
+    """Outputs that send a batch's predictions in ``begin`` and confirm them later (as Redis's)."""
+
+    def __init__(self, log: list[tuple[str, Any]], confirm_failures: int = 0) -> None:
+        super().__init__(log)
+        self.confirm_failures = confirm_failures
+
+    def begin(self, scored: ScoredBatch) -> Any:
+        self.log.append(("sent", len(scored.raw)))
+
+        def confirm() -> None:
+            if self.confirm_failures:
+                self.confirm_failures -= 1
+                self.log.append(("confirm failed", len(scored.raw)))
+                raise OutputBackpressure("redis went away mid-write")
+            self.log.append(("write", len(scored.raw)))
+            self.written.append(scored)
+
+        return confirm
+
+
+class LoggedLearning(ClassificationTask):
+    """The fraud task, logging each learn (and raising once ``fail`` is set)."""
+
+    log: list[tuple[str, Any]]
+    fail = False
+
+    def learn(self, scored: ScoredBatch, keep: Any = None) -> Any:
+        self.log.append(("learn", len(scored.raw)))
+        if self.fail:
+            raise RuntimeError("a bug in learning")
+        return super().learn(scored, keep)
+
+
+def sending_rig(values: list[bytes | None], confirm_failures: int = 0) -> Rig:
+    task = LoggedLearning(fraud_config(), clock_ms=lambda: MESSAGE_TS_MS + 250)
+    r = rig(values, size=16, pipeline=task)
+    r.outputs = SendingOutputs(r.log, confirm_failures)
+    r.runner.outputs = r.outputs
+    task.log = r.log
+    return r
+
+
+def test_predictions_are_learned_while_redis_writes_them_and_confirmed_before_the_commit() -> None:
+    values: list[bytes | None] = list(fraud_values(48))
+    r = sending_rig(values)
+    stats = r.run()
+    kinds = [k for k in events_in(r.log) if k in ("sent", "learn", "write", "commit")]
+    assert kinds == ["sent", "learn", "write", "commit"] * 3
+    assert stats.learned == 48
+    assert r.outputs.raw_values == values
+    assert merged(r.source.commits) == last_offsets(messages(values))
+
+
+def test_a_failed_confirmation_is_written_again_and_nothing_is_learned_twice() -> None:
+    values: list[bytes | None] = list(fraud_values(32))
+    r = sending_rig(values, confirm_failures=1)
+    stats = r.run()
+    kinds = list(events_in(r.log))
+    failed = kinds.index("confirm failed")
+    # The batch was learned once; its outputs were written again (resumed) before its commit.
+    assert kinds[failed - 1] == "learn"
+    assert kinds[failed + 1 : failed + 2] == ["pause"]
+    rewritten = kinds.index("write", failed)
+    assert "commit" not in kinds[failed:rewritten]
+    assert kinds.count("learn") == 2 and stats.learned == r.runner.ledger.learned_count == 32
+    assert r.outputs.raw_values == values
+    assert merged(r.source.commits) == last_offsets(messages(values))
+
+
+def test_a_learn_that_raises_still_collects_the_reply_and_commits_nothing() -> None:
+    r = sending_rig(list(fraud_values(16)))
+    assert isinstance(r.runner.pipeline, LoggedLearning)
+    r.runner.pipeline.fail = True
+    with pytest.raises(RuntimeError, match="a bug in learning"):
+        r.run()
+    assert [k for k in events_in(r.log) if k in ("sent", "learn", "write")] == [
+        "sent",
+        "learn",
+        "write",
+    ]
+    assert r.source.commits == []
