@@ -19,6 +19,7 @@ THREAD = "pipeline-fraud"
 # (stage, marker): a stack belongs to the first stage whose marker its innermost frame holds,
 # else the next frame out, and so on.
 STAGES: tuple[tuple[str, str], ...] = (
+    ("Kafka record parsing (connectors.kafka_records)", "connectors/kafka_records.py"),
     ("Kafka record parsing (kafka-python)", "kafka/record/"),
     ("Kafka record parsing (kafka-python)", "Fetcher.PartitionRecords"),
     ("Kafka fetch bookkeeping (kafka-python)", "kafka/consumer/"),

@@ -11,7 +11,8 @@ Everything else stays kafka-python's: fetching, positions, pausing, the batch ch
 decompression, control batches and aborted transactions. Headers are checked and dropped (the
 engine does not use them). The fetcher's record reader is an internal of kafka-python 3.0, so
 :func:`use_plain_records` checks the version and the hooks it needs, and leaves the consumer as
-it is (returning False) when they differ.
+it is (returning False) when they differ. Only ``poll`` serves tuples: iterating the consumer
+(``for record in consumer``) reads ``ConsumerRecord`` attributes, and the engine never does.
 """
 
 from __future__ import annotations
