@@ -261,9 +261,10 @@ class PredictionStore:
                 raise
             finally:
                 pool.release(connection)
-            if refused and all(isinstance(e, redis.exceptions.NoScriptError) for e in refused):
+            if any(isinstance(e, redis.exceptions.NoScriptError) for e in refused):
                 # The server does not hold the script (the first write, or Redis restarted):
-                # the script object loads it. Chunks that landed are written again: harmless.
+                # the script object loads it, and any other refusal comes again, classified.
+                # Chunks that landed are written again: harmless (newest wins).
                 return sum(self._call(keys, args) for keys, args in chunks)
             if refused:
                 raise _classified(refused[0], "writing predictions to Redis") from refused[0]

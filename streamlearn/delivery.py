@@ -39,6 +39,10 @@ class Delivery:
         First and longest pause between attempts.
     shutdown_grace_s
         How long to keep trying once a stop was requested.
+    sleep, wait
+        How to pass the time between attempts: ``sleep`` by default (the runner polls the paused
+        source there, to stay in its consumer group), ``wait`` when :meth:`deliver` is told not
+        to poll.
 
     Examples
     --------
@@ -64,6 +68,7 @@ class Delivery:
         shutdown_grace_s: float = 30.0,
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.monotonic,
+        wait: Callable[[float], None] = time.sleep,
     ) -> None:
         self.pause = pause
         self.resume = resume
@@ -71,6 +76,7 @@ class Delivery:
         self.backoff_s = backoff_s
         self.shutdown_grace_s = shutdown_grace_s
         self.sleep = sleep
+        self.wait = wait
         self.clock = clock
 
     def call(self, work: Callable[[], T], stop: threading.Event, name: str) -> T:
@@ -79,9 +85,17 @@ class Delivery:
         self.deliver(lambda: result.append(work()), stop, name)
         return result[0]
 
-    def deliver(self, write: Callable[[], None], stop: threading.Event, name: str) -> None:
-        """Call ``write`` until it succeeds; raise if it is refused for good or time runs out."""
+    def deliver(
+        self, write: Callable[[], None], stop: threading.Event, name: str, *, poll: bool = True
+    ) -> None:
+        """Call ``write`` until it succeeds; raise if it is refused for good or time runs out.
+
+        ``poll=False``: wait between attempts without polling the source. For a batch the model
+        learned before its outputs landed: a poll may run a rebalance, whose checkpoint would
+        hold a model that learned the batch while the ledger does not count it yet.
+        """
         delay, ceiling = self.backoff_s
+        pause = self.sleep if poll else self.wait
         paused, give_up_at = False, None
         while True:
             try:
@@ -100,7 +114,7 @@ class Delivery:
                             "was not committed and will be read again on the next start"
                         ) from exc
                 log.warning("%s: writing outputs failed (%s); retrying in %.1fs", name, exc, delay)
-                self.sleep(delay)
+                pause(delay)
                 delay = min(ceiling, delay * 2)
         if paused:
             self.resume()

@@ -240,8 +240,9 @@ class PipelineRunner:
         hooks.on_stage(name, "score", scored_at - started)
         # The predictions' Redis write runs while the batch is learned. Learning ahead of its
         # confirmation loses nothing: no checkpoint or commit can happen before it (both wait
-        # for the settle below; a rebalance's checkpoint only inside the next poll), and a
-        # failure stops the pipeline with this batch neither saved nor committed.
+        # for the settle below; a rebalance's checkpoint only inside a poll, and retrying the
+        # confirmation does not poll), and a failure stops the pipeline with this batch
+        # neither saved nor committed.
         confirm = self._begin_outputs(scored, stop)
         sent_at = self.clock()
         # Rows of partitions taken away meanwhile are not learned: they will be read again.
@@ -295,7 +296,8 @@ class PipelineRunner:
         scored, outcome = self.delivery.call(lambda: each.score_and_learn_each(batch), stop, name)
         scored_at = self.clock()
         hooks.on_stage(name, "score", scored_at - started)  # scoring and learning, interleaved
-        self.delivery.deliver(lambda: self.outputs.write(scored), stop, name)
+        # Learned already: no poll (so no rebalance) until the ledger counts it (see Delivery).
+        self.delivery.deliver(lambda: self.outputs.write(scored), stop, name, poll=False)
         written_at_ms = self.wall_ms()
         written_at = self.clock()
         hooks.on_stage(name, "write", written_at - scored_at)
@@ -330,7 +332,8 @@ class PipelineRunner:
             step, attempts[0] = attempts[0], lambda: self.outputs.write(scored)
             step()
 
-        self.delivery.deliver(attempt, stop, self.pipeline.name)
+        # No poll until the ledger counts the batch the model has learned (see Delivery).
+        self.delivery.deliver(attempt, stop, self.pipeline.name, poll=False)
 
     @property
     def learned_offsets(self) -> Offsets:

@@ -225,3 +225,38 @@ def test_a_server_gone_before_the_replies_is_worth_retrying(redis_url: str) -> N
         with pytest.raises(OutputBackpressure):
             replies()
         assert len(store.client.connection_pool._in_use_connections) == 0
+
+
+def test_a_lost_script_beside_another_refusal_is_loaded_and_written_again(
+    store: PredictionStore,
+) -> None:
+    # Two chunks: one reply says NOSCRIPT, the other READONLY (a failover under way). The
+    # batch is written again through the script object, which loads the script.
+    class Replies:
+        errors = [
+            redis.exceptions.NoScriptError("NOSCRIPT No matching script."),
+            redis.exceptions.ReadOnlyError("READONLY You can't write against a read only replica."),
+        ]
+
+        def pack_commands(self, commands: object) -> bytes:
+            return b""
+
+        def send_packed_command(self, packed: object) -> None:
+            pass
+
+        def read_response(self) -> object:
+            raise self.errors.pop(0)
+
+        def disconnect(self) -> None:
+            pass
+
+    pool = store.client.connection_pool
+    get, release = pool.get_connection, pool.release
+    pool.get_connection = lambda *args: Replies()  # type: ignore[method-assign]
+    pool.release = lambda connection: None  # type: ignore[method-assign]
+    try:
+        replies = store.send(columns([f"f{i}" for i in range(1500)], [7] * 1500, [0.5] * 1500))
+    finally:
+        pool.get_connection, pool.release = get, release  # type: ignore[method-assign]
+    assert replies() == 1500
+    assert store.read("f1499") is not None

@@ -784,3 +784,40 @@ def test_a_learn_that_raises_still_collects_the_reply_and_commits_nothing() -> N
         "write",
     ]
     assert r.source.commits == []
+
+
+def test_no_rebalance_can_run_while_a_learned_batch_waits_for_its_outputs() -> None:
+    # kafka-python runs rebalance callbacks inside poll, and the paused source is polled during
+    # an outage to stay in the group. A revoke there would checkpoint a model that learned the
+    # batch while the ledger does not count it: retrying the confirmation must not poll.
+    values: list[bytes | None] = list(fraud_values(40))
+    r = sending_rig(values, confirm_failures=2)
+    r.source.honour_seeks = True
+    poll = r.source.poll
+
+    def rebalancing_poll(max_records: int, timeout_s: float, into: RawBatch) -> int:
+        if r.source.paused:
+            r.runner.revoke([("transactions", 1)])
+            r.runner.assigned([("transactions", 1)])
+        return poll(max_records, timeout_s, into)
+
+    r.source.poll = rebalancing_poll  # type: ignore[method-assign]
+    stats = r.run()
+    kinds = list(events_in(r.log))
+    assert kinds.count("confirm failed") == 2
+    assert "poll while paused" not in kinds
+    everything = last_offsets(messages(values))
+    assert stats.learned == r.runner.ledger.learned_count == 40  # each event exactly once
+    assert r.runner.learned_offsets == everything
+    assert merged(r.source.commits) == everything
+
+
+def test_batches_of_one_retry_their_write_without_polling() -> None:
+    # Learned before the write (one pass per poll): the same rule as a confirmation.
+    values: list[bytes | None] = list(fraud_values(20))
+    r = rig(values, size=1, failures=2)
+    stats = r.run()
+    kinds = list(events_in(r.log))
+    assert kinds.count("write failed") == 2 and "poll while paused" not in kinds
+    assert stats.predicted == 20 and r.runner.ledger.learned_count == 20
+    assert merged(r.source.commits) == last_offsets(messages(values))
