@@ -1,7 +1,8 @@
 """The loop that drives one pipeline: poll, batch, score, write, learn, commit.
 
-It talks to the outside only through the small ports below (a source and an output writer),
-so the loop is the same against Kafka and Redis as against the in-memory fakes of unit tests.
+It talks to the outside only through the small ports of :mod:`streamlearn.ports` (a source and
+an output writer), so the loop is the same against Kafka and Redis as against the in-memory
+fakes of unit tests.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
 
 import numpy as np
 
@@ -24,72 +25,12 @@ from streamlearn.delivery import Delivery
 from streamlearn.errors import PipelineFenced, StreamlearnError
 from streamlearn.hooks import PipelineHooks
 from streamlearn.offsets import OffsetLedger, Offsets
+from streamlearn.ports import OutputWriter, SendsAhead, Source
 from streamlearn.tasks.base import KeepsCheckpoints, LearnsEach, Scored, Task
 
 log = logging.getLogger(__name__)
 
 PREFETCH = 64  # messages asked for when the buffer is empty, whatever the batch size
-
-
-class Source(Protocol):
-    """Where messages come from; offsets are committed explicitly."""
-
-    def poll(self, max_records: int, timeout_s: float, into: RawBatch) -> int:
-        """Append up to ``max_records`` messages to ``into``, waiting at most ``timeout_s``."""
-        ...
-
-    def commit(self, offsets: dict[tuple[str, int], int]) -> None:
-        """Commit the next offset to read per ``(topic, partition)``."""
-        ...
-
-    def pause_all(self) -> None:
-        """Stop fetching (outputs are behind)."""
-        ...
-
-    def resume_all(self) -> None:
-        """Fetch again."""
-        ...
-
-    def lag(self) -> dict[int, int]:
-        """Messages not yet read, per partition."""
-        ...
-
-    def close(self) -> None:
-        """Leave the consumer group."""
-        ...
-
-    def seek(self, offsets: dict[tuple[str, int], int]) -> None:
-        """Read the given partitions next from the given offsets."""
-        ...
-
-    def positions(self, partitions: list[tuple[str, int]]) -> dict[tuple[str, int], int]:
-        """The next offset each given partition would be read from."""
-        ...
-
-    def group_offsets(self, partitions: list[tuple[str, int]]) -> dict[tuple[str, int], int]:
-        """The consumer group's committed offsets of the given partitions."""
-        ...
-
-
-class OutputWriter(Protocol):
-    """Where a scored batch goes: predictions and dead letters, durably, before commit."""
-
-    def write(self, scored: Any) -> None:
-        """Write everything or raise; may be called again for the same batch after a failure."""
-        ...
-
-    def close(self) -> None:
-        """Release connections."""
-        ...
-
-
-@runtime_checkable
-class SendsAhead(Protocol):
-    """Outputs that can send a batch's last write and wait for it after learning the batch."""
-
-    def begin(self, scored: Any) -> Callable[[], None]:
-        """Write what learning needs; send the rest; return the wait for it (see BatchOutputs)."""
-        ...
 
 
 @dataclass(slots=True)
