@@ -13,9 +13,10 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from streamlearn.app import App, Readiness
+from streamlearn.app import App
 from streamlearn.config import PipelineCommon, PipelineConfig
 from streamlearn.evaluation import PrequentialEvaluator
+from streamlearn.health import Readiness
 from streamlearn.hooks import PipelineHooks
 from streamlearn.runner import PipelineRunner
 from streamlearn.tasks.classification import ClassificationTask

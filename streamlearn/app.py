@@ -39,7 +39,7 @@ from streamlearn.config import (
     checkpoint_key,
 )
 from streamlearn.errors import StreamlearnError
-from streamlearn.health import HealthMonitor
+from streamlearn.health import HealthMonitor, Readiness
 from streamlearn.hooks import FanOutHooks, PipelineHooks
 from streamlearn.runner import PipelineRunner, RunStats
 from streamlearn.state_cache import CachedStateStore
@@ -392,42 +392,6 @@ class App:
 
 class PipelinesFailed(StreamlearnError):
     """More than one pipeline stopped on an error; the message names each."""
-
-
-class Readiness:
-    """The process is ready while every pipeline holds partitions and its outputs work.
-
-    Each pipeline's state goes to ``hooks.on_pipeline_ready``, the process's to
-    ``hooks.on_ready``. (Stalls and failures are judged by :class:`HealthMonitor`.)
-
-    >>> class Seen(PipelineHooks):
-    ...     def __init__(self):
-    ...         self.calls = []
-    ...     def on_pipeline_ready(self, pipeline, ready):
-    ...         self.calls.append((pipeline, ready))
-    ...     def on_ready(self, ready):
-    ...         self.calls.append(ready)
-    >>> seen = Seen()
-    >>> r = Readiness(["fraud", "churn"], seen)
-    >>> r.set("fraud", True); r.set("churn", True)
-    >>> seen.calls
-    [('fraud', True), False, ('churn', True), True]
-    """
-
-    def __init__(self, pipelines: list[str], hooks: PipelineHooks) -> None:
-        self.not_ready = set(pipelines)
-        self.hooks = hooks
-        self._lock = threading.Lock()  # pipelines report from their own threads
-
-    def set(self, pipeline: str, ready: bool) -> None:
-        """Record one pipeline's state and report it and the process's."""
-        with self._lock:
-            if ready:
-                self.not_ready.discard(pipeline)
-            else:
-                self.not_ready.add(pipeline)
-            self.hooks.on_pipeline_ready(pipeline, ready)
-            self.hooks.on_ready(not self.not_ready)
 
 
 def _failure(exc: BaseException) -> str:

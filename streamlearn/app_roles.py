@@ -24,7 +24,8 @@ from streamlearn.tasks import Task
 from streamlearn.tasks.classification import ClassificationTask
 
 if TYPE_CHECKING:
-    from streamlearn.app import App, Readiness
+    from streamlearn.app import App
+    from streamlearn.health import Readiness
 
 log = logging.getLogger(__name__)
 

@@ -7,10 +7,10 @@ from typing import Any
 
 import pytest
 
-from streamlearn.app import App, Readiness
+from streamlearn.app import App
 from streamlearn.config import parse_config
 from streamlearn.errors import ConfigError
-from streamlearn.health import HealthMonitor
+from streamlearn.health import HealthMonitor, Readiness
 from streamlearn.runner import RunStats
 from tests.unit.recording import RecordingHooks
 
