@@ -58,11 +58,7 @@ class BatchOutputs:
         Called again after a failure, it resumes: messages already queued to Kafka are not
         queued twice, and a Redis write that landed is not repeated.
         """
-        self._before_predictions(scored)
-        if "redis" not in scored.written:
-            if len(scored.decoded):
-                self.store.write(columns(scored))
-            scored.written.add("redis")
+        self.begin(scored)()
 
     def begin(self, scored: ScoredBatch) -> Callable[[], None]:
         """Write all outputs but wait only for what learning needs; return the wait for the rest.
